@@ -1,0 +1,272 @@
+"""params.yaml, validated once: one pydantic sub-model per stage.
+
+The same loader serves the CLI, the Prefect flows and the DVC stages. Unknown keys, wrong
+types and out-of-range values fail with the key path and the offending value. Environment
+variables override only the values they name (see ``ENV_OVERRIDES``); secrets (database
+passwords, tokens) live only in the environment, never in params.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tspipe.errors import ConfigError
+from tspipe.io import sha256_json
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction01 = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(Section):
+    """Which annotations the pipeline runs on."""
+
+    name: str = Field("synthactions", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    format: Literal["activitynet", "thumos14", "tsp_csv", "auto"] = "auto"
+    annotations: str = "data/synth/synthactions.json"
+    # TSP CSVs and THUMOS14 text files have no taxonomy: an optional JSON list of labels.
+    label_map: str | None = None
+    # THUMOS14 text files carry no durations: an optional TSP-style metadata CSV.
+    metadata: str | None = None
+    subsets: list[Literal["training", "validation", "testing"]] = ["training", "validation"]
+    # Segments past the video's end are clamped to it (the TSP reference does the same);
+    # a segment that starts at or after the end is dropped and reported.
+    clamp_to_duration: bool = True
+    strict: bool = False  # when true, any annotation error stops the run
+
+
+class SynthConfig(Section):
+    """SynthActions: a small, real untrimmed-video benchmark made of encoded H.264 files."""
+
+    enabled: bool = True  # the pipeline runs `synth` before `ingest` when true
+    out_dir: str = "data/synth"
+    videos: PosInt = 12
+    classes: Annotated[int, Field(ge=2, le=12)] = 4
+    seed: NonNegInt = 0
+    min_duration: Annotated[float, Field(ge=5)] = 20.0
+    max_duration: Annotated[float, Field(ge=5)] = 90.0
+    fps: Annotated[int, Field(ge=5, le=60)] = 15
+    width: Annotated[int, Field(ge=32, le=1920, multiple_of=2)] = 128
+    height: Annotated[int, Field(ge=32, le=1080, multiple_of=2)] = 96
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    min_instances: PosInt = 2
+    max_instances: PosInt = 4
+    min_action: Annotated[float, Field(ge=1)] = 3.0
+    max_action: Annotated[float, Field(ge=1)] = 12.0
+    min_gap: Annotated[float, Field(ge=0.5)] = 2.0
+    crf: Annotated[int, Field(ge=0, le=51)] = 23
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SynthConfig:
+        for lo, hi in (("min_duration", "max_duration"), ("min_instances", "max_instances"),
+                       ("min_action", "max_action")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) is greater than {hi} "
+                                 f"({getattr(self, hi)})")
+        return self
+
+
+class DownloadConfig(Section):
+    out_dir: str = "data/videos"
+    # A folder or URL tried before each video's own url: <mirror>/<video_id>.<ext>.
+    mirror: str | None = None
+    workers: PosInt = 4
+    retries: NonNegInt = 3
+    backoff_s: PosFloat = 1.0
+    timeout_s: PosFloat = 60.0
+    max_height: PosInt = 360  # yt-dlp format cap
+    allowed_schemes: list[str] = ["https", "http", "s3", "gs", "file", "local", "youtube"]
+
+
+class DecodeConfig(Section):
+    fps: PosFloat = 30.0  # videos are standardized to constant frame rate first (TSP: 30)
+    short_side: PosInt = 128
+    backend: Literal["decord", "pyav"] = "decord"
+    # Background rows of the clip table: gaps between merged segments at least this long.
+    min_background: NonNegFloat = 1.0
+    workers: PosInt = 2
+
+
+class ClipConfig(Section):
+    """One clip definition shared by training, GVF and extraction (TSP: 16 frames @ 15 fps)."""
+
+    frames: PosInt = 16
+    fps: PosFloat = 15.0
+    stride: PosInt = 16
+    resize: tuple[PosInt, PosInt] = (128, 171)  # (H, W) before cropping, as TSP
+    crop: PosInt = 112
+
+
+class PretrainConfig(Section):
+    mode: Literal["tsp", "tac"] = "tsp"
+    encoder: str = "r2plus1d_34"
+    init_checkpoint: str | None = None
+    use_gvf: bool = True
+    clips_per_segment: PosInt = 5
+    epochs: PosInt = 8
+    batch_size: PosInt = 32
+    lr_backbone: PosFloat = 1e-4  # per batch of 32, scaled linearly
+    lr_heads: PosFloat = 2e-3
+    momentum: Fraction01 = 0.9
+    weight_decay: NonNegFloat = 0.005
+    warmup_epochs: NonNegInt = 2
+    lr_milestones: list[PosInt] = [4, 6]
+    lr_gamma: PosFloat = 0.01
+    alpha_action: NonNegFloat = 1.0
+    alpha_region: NonNegFloat = 1.0
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    grad_accum_steps: PosInt = 1
+    workers: NonNegInt = 2
+    seed: NonNegInt = 0
+    device: str = "auto"
+
+
+class ExtractConfig(Section):
+    encoder: str = "r2plus1d_34"
+    checkpoint: str | None = None  # default: the pretrain stage's output
+    preprocessing: Literal["reference", "fast"] = "reference"
+    batch_size: PosInt = 64
+    workers: NonNegInt = 2
+    dtype: Literal["float32", "float16"] = "float32"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    shard_size: PosInt = 500  # videos per HDF5 shard
+
+
+class LocalizeConfig(Section):
+    methods: list[Literal["bmn", "gtad"]] = ["bmn", "gtad"]
+    temporal_scale: PosInt = 100
+    tiou_thresholds: list[Fraction01] = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    epochs: PosInt = 9
+    batch_size: PosInt = 16
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 1e-4
+    device: str = "auto"
+
+
+class TrackingConfig(Section):
+    # MLflow tracking URI. Default: a SQLite store in the run directory (MLflow's
+    # recommended local backend). MLFLOW_TRACKING_URI overrides it.
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "tspipe"
+    enabled: bool = True
+
+
+class CatalogConfig(Section):
+    # SQLAlchemy URL of the feature catalog. TSPIPE_CATALOG_URL overrides it; a password
+    # may only come from that variable, never from this file.
+    url: str = "sqlite:///catalog.db"
+
+    @field_validator("url")
+    @classmethod
+    def _no_secret(cls, v: str, info: ValidationInfo) -> str:
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(v)
+        except Exception as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.password and not (info.context or {}).get("catalog_url_from_env"):
+            raise ValueError("holds a password: set TSPIPE_CATALOG_URL in the environment "
+                             "instead of writing secrets into params.yaml")
+        return v
+
+
+class Params(Section):
+    dataset: DatasetConfig = DatasetConfig()
+    synth: SynthConfig = SynthConfig()
+    download: DownloadConfig = DownloadConfig()
+    decode: DecodeConfig = DecodeConfig()
+    clip: ClipConfig = ClipConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    extract: ExtractConfig = ExtractConfig()
+    localize: LocalizeConfig = LocalizeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    catalog: CatalogConfig = CatalogConfig()
+
+    def section_hash(self, *names: str) -> str:
+        """Content hash of the named sections (what a stage reads), for caches and lineage."""
+        return sha256_json({n: getattr(self, n).model_dump(mode="json") for n in names})
+
+
+# Environment variable -> the one value it overrides. Values are validated like the file's.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "TSPIPE_CATALOG_URL": ("catalog", "url"),
+    "MLFLOW_TRACKING_URI": ("tracking", "uri"),
+    "MLFLOW_EXPERIMENT_NAME": ("tracking", "experiment"),
+    "TSPIPE_DEVICE": ("extract", "device"),
+}
+# Overrides whose value may carry a secret: validated, but never echoed in messages.
+_SECRET_ENV = {"TSPIPE_CATALOG_URL", "MLFLOW_TRACKING_URI"}
+
+
+def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str, ...]]) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        path = tuple(str(p) for p in e["loc"])
+        key = ".".join(path)
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and its section)"
+        else:
+            msg = e["msg"]
+        shown = "<hidden>" if path in secret_paths else repr(e.get("input"))
+        lines.append(f"  {key}: {msg} (got {shown})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml",
+                 env: Mapping[str, str] | None = None) -> Params:
+    """Validate a params mapping, applying the environment overrides it names."""
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v
+                            for k, v in (raw or {}).items()}
+    secret_paths: set[tuple[str, ...]] = set()
+    env = os.environ if env is None else env
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            sec = data.setdefault(section, {})
+            if not isinstance(sec, dict):
+                continue  # the section's own type error is reported by validation
+            sec[key] = env[var]
+            if var in _SECRET_ENV:
+                secret_paths.add((section, key))
+    try:
+        context = {"catalog_url_from_env": ("catalog", "url") in secret_paths}
+        return Params.model_validate(data, context=context)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source, secret_paths)) from None
+
+
+def load_params(path: str | Path = "params.yaml", *,
+                env: Mapping[str, str] | None = None) -> Params:
+    """Read and validate params.yaml; environment overrides apply on top."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such parameters file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, "
+                          f"got {type(raw).__name__}")
+    return parse_params(raw, source=str(path), env=env)

@@ -1,0 +1,41 @@
+"""Errors tspipe raises on purpose. Every message names the file, the item and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TspipeError(Exception):
+    """Base class: an error about the user's input or environment, with a clear message."""
+
+
+class ConfigError(TspipeError):
+    """params.yaml (or an environment override) is invalid."""
+
+
+class AnnotationError(TspipeError):
+    """An annotation file cannot be read at all (malformed, missing a required field)."""
+
+    def __init__(self, file: str | Path, message: str, *, video_id: str | None = None,
+                 field: str | None = None) -> None:
+        self.file = str(file)
+        self.video_id = video_id
+        self.field = field
+        where = [self.file]
+        if video_id is not None:
+            where.append(f"video {video_id!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{': '.join(where)}: {message}")
+
+
+class UnsafeIdError(TspipeError):
+    """An id cannot be used as a file name (traversal, absolute path, empty, control chars)."""
+
+
+class CatalogError(TspipeError):
+    """The feature catalog cannot be used (not migrated, unreachable, inconsistent)."""
+
+
+class StageError(TspipeError):
+    """A stage cannot run: a missing input, an output that cannot be written."""
