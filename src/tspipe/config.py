@@ -220,6 +220,18 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 _SECRET_ENV = {"TSPIPE_CATALOG_URL", "MLFLOW_TRACKING_URI"}
 
 
+def _mask(path: tuple[str, ...], value: Any) -> Any:
+    """A database URL is shown with its password hidden, wherever it came from."""
+    if path == ("catalog", "url") and isinstance(value, str):
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except Exception:
+            return "<hidden>"
+    return value
+
+
 def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str, ...]]) -> str:
     lines = [f"{source}: invalid parameters"]
     for e in err.errors():
@@ -229,7 +241,7 @@ def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str
             msg = "unknown key (check its spelling and its section)"
         else:
             msg = e["msg"]
-        shown = "<hidden>" if path in secret_paths else repr(e.get("input"))
+        shown = "<hidden>" if path in secret_paths else repr(_mask(path, e.get("input")))
         lines.append(f"  {key}: {msg} (got {shown})")
     return "\n".join(lines)
 

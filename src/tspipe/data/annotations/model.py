@@ -85,6 +85,8 @@ class Annotations:
     taxonomy: list[dict[str, Any]] | None = None
     source: str | None = None
     issues: list[AnnotationIssue] = field(default_factory=list)
+    # Top-level keys of the source file tspipe does not model, kept for lossless round trips.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> AnnotationCounts:
         per_subset = Counter(v.subset or "unknown" for v in self.videos.values())
@@ -100,6 +102,14 @@ class Annotations:
         """The videos of the given subsets (same classes, same taxonomy, no issues)."""
         keep = {k: v for k, v in self.videos.items() if v.subset in names}
         return replace(self, videos=keep, issues=[])
+
+    def without_report(self) -> Annotations:
+        """The same content without the read report (``source``, ``issues``).
+
+        Two reads of equal annotations from different files differ only in their report,
+        so round trips compare ``a.without_report() == b.without_report()``.
+        """
+        return replace(self, source=None, issues=[])
 
     def errors(self) -> list[AnnotationIssue]:
         return [i for i in self.issues if i.severity == "error"]

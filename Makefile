@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The local CPU build first, so that no later resolution pulls CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install demo test lint bench clean-demo
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install tspipe with its dev and postgres extras
+
+demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (CPU)
+	$(BIN)/tspipe catalog upgrade
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/tspipe run --params params.yaml
+	@echo
+	@echo "== What the demo left =="
+	$(BIN)/tspipe catalog datasets
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc status
+	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: $(STAMP)  ## the test suite (slow end-to-end cases included, sized down)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"
+
+clean-demo:  ## remove the demo's outputs (keeps .venv)
+	rm -rf data metrics plots mlflow.db mlartifacts catalog.db catalog.db-* .tspipe dvc.lock

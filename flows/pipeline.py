@@ -1,0 +1,8 @@
+"""Deployment entry point: the whole pipeline (see flows/prefect.yaml)."""
+
+from tspipe.flows.pipeline import tspipe_pipeline
+
+__all__ = ["tspipe_pipeline"]
+
+if __name__ == "__main__":
+    tspipe_pipeline()

@@ -1,0 +1,8 @@
+"""Deployment entry points: one flow per stage (see flows/prefect.yaml)."""
+
+from tspipe.flows.stages import STAGE_FLOWS
+
+synth = STAGE_FLOWS["synth"]
+ingest = STAGE_FLOWS["ingest"]
+
+__all__ = ["ingest", "synth"]

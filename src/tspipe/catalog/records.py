@@ -1,0 +1,166 @@
+"""What the catalog API takes and returns: frozen dataclasses, never ORM objects.
+
+Times are timezone-aware UTC. ``to_jsonable`` turns any record (or a list of them) into
+plain JSON types for ``--json`` output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRow:
+    """One video's state to upsert (from the download manifest or the decode report).
+
+    A descriptive field left None keeps what the catalog already holds, so a later stage
+    that does not know the sha256 does not erase it; ``status`` and ``reason`` always
+    replace the stored ones.
+    """
+
+    video_id: str
+    subset: str | None = None
+    source: str | None = None
+    sha256: str | None = None
+    duration: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    status: str = "ok"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    id: int
+    name: str
+    annotation_sha256: str
+    format: str
+    subsets: tuple[str, ...]
+    num_videos: int
+    num_segments: int
+    num_classes: int
+    counts: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRecord:
+    dataset_id: int
+    dataset_name: str
+    video_id: str
+    subset: str | None
+    source: str | None
+    sha256: str | None
+    duration: float | None
+    fps: float | None
+    num_frames: int | None
+    status: str
+    reason: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    sha256: str
+    arch: str
+    origin: str
+    uri: str | None
+    mlflow_run_id: str | None
+    params: dict[str, Any]
+    parent_sha256: str | None
+    dataset_id: int | None
+    git_commit: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVersionRecord:
+    id: str
+    dataset_id: int
+    dataset_name: str
+    checkpoint_sha256: str
+    encoder: str
+    params: dict[str, Any]
+    manifest_sha256: str
+    code_version: str
+    storage_uri: str | None
+    dvc_md5: str | None
+    mlflow_run_id: str | None
+    git_commit: str | None
+    status: str
+    num_videos: int | None
+    feature_dim: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    id: int
+    feature_version_id: str
+    method: str
+    dataset_id: int
+    subset: str
+    metric: str
+    value: float
+    mlflow_run_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLineage:
+    """Everything a feature version came from and every score it got.
+
+    ``ancestors`` walks the checkpoint's parents (the pretrain's init, its init, ...);
+    ``mlflow_run_ids`` names every MLflow run involved, feature run first.
+    """
+
+    feature: FeatureVersionRecord
+    dataset: DatasetRecord
+    checkpoint: CheckpointRecord
+    ancestors: tuple[CheckpointRecord, ...]
+    evaluations: tuple[EvaluationRecord, ...]
+    mlflow_run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BestResult:
+    """The feature version with the highest value of a metric, and that evaluation."""
+
+    feature: FeatureVersionRecord
+    evaluation: EvaluationRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRow:
+    """One (method, subset, metric): ``difference = value_b - value_a`` when both exist."""
+
+    method: str
+    subset: str
+    metric: str
+    value_a: float | None
+    value_b: float | None
+    difference: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    a: FeatureVersionRecord
+    b: FeatureVersionRecord
+    rows: tuple[ComparisonRow, ...]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Records (nested, in lists or tuples) as JSON types; datetimes as ISO 8601 strings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(item) for item in obj]
+    if isinstance(obj, dict):
+        return {str(key): to_jsonable(value) for key, value in obj.items()}
+    return obj

@@ -1,0 +1,190 @@
+"""The ``tspipe`` command line (also ``python -m tspipe``). A door: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tspipe import __version__
+from tspipe.errors import TspipeError
+
+app = typer.Typer(
+    name="tspipe",
+    help="Versioned, evaluated temporally-sensitive clip features for untrimmed videos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameters file (YAML).")]
+RootOpt = Annotated[Path, typer.Option("--root", help="Run directory: where outputs are "
+                                       "written and relative paths in params resolve.")]
+
+log = logging.getLogger("tspipe")
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+                        force=True)
+    for noisy in ("alembic", "httpx", "urllib3", "mlflow", "prefect", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
+    = False,
+) -> None:
+    """tspipe: download -> decode -> TSP fine-tune -> extract -> BMN / G-TAD evaluation."""
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+    _setup_logging(verbose)
+
+
+def _load(params: Path, root: Path):
+    from tspipe.config import load_params
+    from tspipe.paths import RunPaths
+
+    paths = RunPaths.at(root)
+    return load_params(paths.resolve(params)), paths
+
+
+@app.command()
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Run the whole pipeline as a Prefect flow (local runs need no server)."""
+    from tspipe.flows.pipeline import tspipe_pipeline
+
+    summary = tspipe_pipeline(params_path=str(params), root=str(root))
+    for row in summary["stages"]:
+        state = "cached" if row["cached"] else "ran"
+        typer.echo(f"{row['stage']:>8}: {state:<6} {row['summary']}")
+    typer.echo(f"MLflow parent run: {summary['mlflow_run_id']}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="Stage to run (see `tspipe stages`).")],
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    track: Annotated[bool, typer.Option(help="Log an MLflow run.")] = True,
+) -> None:
+    """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
+    from tspipe.reporting import RichReporter
+    from tspipe.runner import run_stage
+    from tspipe.stages import STAGES
+
+    if name not in STAGES:
+        raise TspipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    p, paths = _load(params, root)
+    with RichReporter() as reporter:
+        outcome = run_stage(name, p, paths, reporter, track=track)
+    typer.echo(json.dumps(outcome.result.metrics(), sort_keys=True))
+
+
+@app.command()
+def stages() -> None:
+    """List the pipeline's stages, in order, with the params sections each reads."""
+    from tspipe.stages import STAGES
+
+    for s in STAGES.values():
+        typer.echo(f"{s.name:<8} [{', '.join(s.sections)}]  {s.help}")
+
+
+@app.command("params")
+def show_params(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Validate the parameters (environment overrides applied) and print them as JSON."""
+    p, _ = _load(params, root)
+    data = p.model_dump(mode="json")
+    data["catalog"]["url"] = _hide_password(data["catalog"]["url"])
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for videos/ and synthactions.json.")],
+    videos: Annotated[int, typer.Option(help="Number of videos.")] = 12,
+    classes: Annotated[int, typer.Option(help="Number of action classes (2-12).")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    min_duration: Annotated[float, typer.Option(help="Shortest video, seconds.")] = 20.0,
+    max_duration: Annotated[float, typer.Option(help="Longest video, seconds.")] = 90.0,
+    fps: Annotated[int, typer.Option(help="Frame rate of the encoded files.")] = 15,
+    width: Annotated[int, typer.Option(help="Frame width, pixels (even).")] = 128,
+    height: Annotated[int, typer.Option(help="Frame height, pixels (even).")] = 96,
+) -> None:
+    """Generate SynthActions: real H.264 untrimmed videos with ActivityNet annotations."""
+    from tspipe.config import ConfigError, SynthConfig
+    from tspipe.data.synth import generate
+    from tspipe.reporting import RichReporter
+
+    try:
+        cfg = SynthConfig(videos=videos, classes=classes, seed=seed, min_duration=min_duration,
+                          max_duration=max_duration, fps=fps, width=width, height=height)
+    except ValueError as exc:
+        raise ConfigError(f"tspipe synth: {exc}") from None
+    with RichReporter() as reporter:
+        result = generate(cfg, out_dir, reporter=reporter)
+    typer.echo(f"{result.videos} videos ({result.reused} reused), {result.segments} segments, "
+               f"{len(result.classes)} classes -> {result.annotations_path}")
+
+
+@app.command()
+def annotations(
+    path: Annotated[Path, typer.Argument(help="Annotation file or THUMOS14 folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="activitynet, thumos14, tsp_csv or "
+                                     "auto.")] = "auto",
+    label_map: Annotated[Path | None, typer.Option(help="JSON list of class names.")] = None,
+    metadata: Annotated[Path | None, typer.Option(help="TSP metadata CSV (durations).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Read an annotation file and report its counts and every issue found."""
+    from tspipe.data.annotations import read_annotations, summary
+
+    ann = read_annotations(path, format=fmt, label_map=label_map, metadata=metadata)
+    report = summary(ann)
+    if as_json:
+        report = {**report, "issues": [str(i) for i in ann.issues]}
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    for issue in ann.issues:
+        typer.echo(str(issue))
+
+
+def _mount_catalog() -> None:
+    from tspipe.catalog.cli import app as catalog_app
+
+    app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
+
+
+_mount_catalog()
+
+
+def main() -> None:
+    try:
+        app()
+    except TspipeError as exc:
+        log.error("%s", exc)
+        sys.exit(2)

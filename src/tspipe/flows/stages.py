@@ -1,0 +1,118 @@
+"""One Prefect flow per stage: a cached task runs the stage, a retried task records it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+from sqlalchemy.exc import OperationalError
+
+from tspipe.config import Params, load_params
+from tspipe.paths import RunPaths
+from tspipe.reporting import LoggingReporter, MultiReporter
+from tspipe.runner import record_outcome, stage_run
+from tspipe.stages import STAGES
+from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
+
+
+def load(params_path: str, root: str) -> tuple[Params, RunPaths]:
+    paths = RunPaths.at(root)
+    return load_params(paths.resolve(params_path)), paths
+
+
+@dataclass
+class StageInputsPolicy(CachePolicy):
+    """Cache key = content hash of the stage's params sections, input files and code.
+
+    No key (so no cache) while any declared output is missing: a deleted output is
+    rebuilt, never served from a stale cache entry. Flow-run ids are not part of the key,
+    so a later pipeline run reuses the work of an earlier one.
+    """
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        params, paths = load(inputs["params_path"], inputs["root"])
+        stage = STAGES[inputs["name"]]
+        if not stage.outputs_present(params, paths):
+            return None
+        return f"{stage.name}-{stage.input_hash(params, paths)}"
+
+
+@task(name="run-stage", persist_result=True)
+def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
+    """Runs the stage function; its (pickled) result is the cached value."""
+    params, paths = load(params_path, root)
+    tracker = make_tracker(params, paths)
+    reporter = MultiReporter(LoggingReporter(get_run_logger()),  # type: ignore[arg-type]
+                             MlflowReporter(TrackedRun(tracker, mlflow_run_id)))
+    return STAGES[name].run(params, paths, reporter)
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what can pass by itself: a database that is busy or briefly away."""
+    try:
+        state.result()
+    except (OperationalError, ConnectionError, TimeoutError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="record-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def record_task(name: str, result: Any, params_path: str, root: str,
+                mlflow_run_id: str | None, cached: bool) -> None:
+    params, paths = load(params_path, root)
+    run = TrackedRun(make_tracker(params, paths), mlflow_run_id)
+    record_outcome(name, result, run, params, paths, cached=cached)
+
+
+def _markdown(name: str, result: Any, cached: bool) -> str:
+    rows = [f"| {k} | {v} |" for k, v in result.to_dict().items()
+            if not isinstance(v, dict | list)]
+    rows += [f"| {k} | {v} |" for k, v in result.metrics().items() if k.startswith("videos_")]
+    state = "cached (inputs unchanged)" if cached else "ran"
+    return "\n".join([f"### Stage `{name}`: {state}", "", "| field | value |", "|---|---|",
+                      *rows])
+
+
+def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
+                   parent_run_id: str | None = None) -> dict[str, Any]:
+    """Body of every stage flow: MLflow run -> cached stage task -> record -> artifact."""
+    params, paths = load(params_path, root)
+    policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
+    tracker = make_tracker(params, paths)
+    tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
+    with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
+        state = run_stage_task.with_options(cache_policy=policy, result_storage=None)(
+            name, params_path, root, run.run_id, return_state=True)
+        result = state.result()
+        cached = state.name == "Cached"
+        record_task(name, result, params_path, root, run.run_id, cached)
+    create_markdown_artifact(_markdown(name, result, cached), key=f"tspipe-{name}",
+                             description=f"tspipe stage {name}")
+    logging.getLogger(__name__).info("stage %s: %s", name, "cached" if cached else "ran")
+    return {"stage": name, "cached": cached, "mlflow_run_id": run.run_id,
+            "metrics": result.metrics(), "summary": _one_line(result)}
+
+
+def _one_line(result: Any) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in list(result.metrics().items())[:6])
+
+
+def _make_flow(name: str):
+    def stage_flow(params_path: str = "params.yaml", root: str = ".",
+                   parent_run_id: str | None = None) -> dict[str, Any]:
+        return run_stage_flow(name, params_path, root, parent_run_id)
+
+    stage_flow.__doc__ = STAGES[name].help
+    return flow(name=f"tspipe-{name}", log_prints=False)(stage_flow)
+
+
+STAGE_FLOWS = {name: _make_flow(name) for name in STAGES}

@@ -1,0 +1,99 @@
+"""The run directory: the one place that names every file a stage reads or writes.
+
+All outputs live under ``root`` (the project folder by default), tracked by DVC:
+``data/``, ``models/``, ``features/``, ``results/``, ``metrics/``, ``plots/``. State that is
+not a product (Prefect's result cache) lives in ``.tspipe/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tspipe.io import safe_id
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path = ".") -> RunPaths:
+        return cls(Path(root).resolve())
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from params.yaml: absolute as given, relative to the run directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    # -- data ------------------------------------------------------------------------
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def annotations_dir(self) -> Path:
+        return self.data / "annotations"
+
+    @property
+    def annotations(self) -> Path:
+        """The ingested, validated annotations (ActivityNet v1.3 JSON, selected subsets)."""
+        return self.annotations_dir / "annotations.json"
+
+    @property
+    def annotation_report(self) -> Path:
+        """Every issue found while reading the annotations: what was kept and what was not."""
+        return self.annotations_dir / "report.json"
+
+    @property
+    def videos(self) -> Path:
+        return self.data / "videos"
+
+    def video(self, video_id: str, ext: str = ".mp4") -> Path:
+        return self.videos / f"{safe_id(video_id)}{ext}"
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "manifest" / "downloads.json"
+
+    @property
+    def clips(self) -> Path:
+        return self.data / "clips"
+
+    @property
+    def decode_report(self) -> Path:
+        return self.data / "reports" / "decode_report.json"
+
+    # -- products --------------------------------------------------------------------
+    def model_dir(self, run: str) -> Path:
+        return self.root / "models" / safe_id(run, what="run name")
+
+    def features_dir(self, version: str) -> Path:
+        return self.root / "features" / safe_id(version, what="feature version")
+
+    def results_dir(self, version: str, method: str) -> Path:
+        return (self.root / "results" / safe_id(version, what="feature version")
+                / safe_id(method, what="method"))
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, stage: str) -> Path:
+        return self.metrics_dir / f"{safe_id(stage, what='stage')}.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    def plot(self, stage: str, name: str, ext: str = ".csv") -> Path:
+        return self.plots_dir / f"{safe_id(stage, what='stage')}_{safe_id(name, what='plot')}{ext}"
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return self.root / ".tspipe"
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.state / "prefect-results"

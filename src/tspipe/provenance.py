@@ -1,0 +1,43 @@
+"""Where a result came from: the git commit, the DVC stage hashes, the params hash."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tspipe.io import sha256_json
+
+log = logging.getLogger(__name__)
+
+
+def git_commit(root: Path) -> str | None:
+    """The checked-out commit of the repository holding ``root`` (``+dirty`` if modified)."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        sha = subprocess.run([git, "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run([git, "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, check=True,
+                               timeout=30).stdout.strip()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+        return None
+    return f"{sha}+dirty" if dirty else sha
+
+
+def dvc_stage_hashes(root: Path) -> dict[str, str]:
+    """Per stage, a hash of its ``dvc.lock`` entry (deps, params and outs as DVC saw them)."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return {}
+    try:
+        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        log.warning("%s: unreadable (%s); DVC stage hashes left out", lock, exc)
+        return {}
+    return {name: sha256_json(entry) for name, entry in (data.get("stages") or {}).items()}

@@ -1,0 +1,75 @@
+"""Run one stage and record what it returned: the logic every door shares.
+
+The CLI (``tspipe stage``, which ``dvc.yaml`` calls) and the Prefect flows both end here,
+so that a stage run through any door leaves the same MLflow run and catalog rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tspipe.config import Params
+from tspipe.paths import RunPaths
+from tspipe.reporting import MultiReporter, Reporter
+from tspipe.stages import STAGES
+from tspipe.tracking import (
+    TAG_KIND,
+    TAG_STAGE,
+    MlflowReporter,
+    TrackedRun,
+    Tracker,
+    make_tracker,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    result: Any
+    mlflow_run_id: str | None
+    cached: bool = False
+
+
+@contextlib.contextmanager
+def stage_run(tracker: Tracker | None, name: str, params: Params, *,
+              parent_id: str | None = None, tags: Mapping[str, str] | None = None
+              ) -> Iterator[TrackedRun]:
+    """The (nested) MLflow run of one stage, or a no-op handle when tracking is off."""
+    if tracker is None:
+        yield TrackedRun(None, None)
+        return
+    stage = STAGES[name]
+    run_params = {s: getattr(params, s).model_dump(mode="json") for s in stage.sections}
+    all_tags = {**tracker.base_tags(params), **tracker.dvc_tag(name), TAG_KIND: "stage",
+                TAG_STAGE: name, **(tags or {})}
+    with tracker.run(name, params=run_params, tags=all_tags, parent_id=parent_id) as run:
+        yield run
+
+
+def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, paths: RunPaths,
+                   *, cached: bool = False) -> None:
+    """Log the stage's result to its MLflow run and register it in the catalog."""
+    from tspipe.recording import record
+
+    run.log_metrics(result.metrics())
+    run.log_dict(result.to_dict(), f"{name}_result.json")
+    run.set_tags({"tspipe.cached": str(cached).lower()})
+    record(name, result, params, paths, mlflow_run_id=run.run_id)
+
+
+def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
+              track: bool = True, parent_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> StageOutcome:
+    """Run stage ``name`` now (no cache), log it to MLflow and record it in the catalog."""
+    stage = STAGES[name]
+    tracker = make_tracker(params, paths) if track else None
+    with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
+        result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)))
+        record_outcome(name, result, run, params, paths)
+    return StageOutcome(name, result, run.run_id)

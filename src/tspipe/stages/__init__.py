@@ -1,0 +1,64 @@
+"""The stage registry: one entry per stage, in pipeline order. Doors read it; stages don't.
+
+Adding a stage means: a function in ``tspipe.stages.<name>`` (or ``tspipe.<area>``), one
+entry here, one stage in ``dvc.yaml`` (a test checks they agree), and, if it makes
+catalog rows, one recorder in ``tspipe.recording``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tspipe.config import Params
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import Stage, StageResult, tree_hash
+
+
+def _run_synth(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
+    from tspipe.data.synth import generate
+
+    return generate(params.synth, paths.resolve(params.synth.out_dir), reporter=reporter)
+
+
+def _run_ingest(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
+    from tspipe.stages.ingest import ingest
+
+    return ingest(params.dataset, paths, reporter)
+
+
+def _ingest_inputs(params: Params, paths: RunPaths) -> list[Path]:
+    files = [paths.resolve(params.dataset.annotations)]
+    files += [paths.resolve(p) for p in (params.dataset.label_map, params.dataset.metadata) if p]
+    return files
+
+
+STAGES: dict[str, Stage] = {
+    "synth": Stage(
+        name="synth",
+        help="Generate the SynthActions videos and their ActivityNet JSON.",
+        sections=("synth",),
+        run=_run_synth,
+        inputs=lambda params, paths: [],
+        outputs=lambda params, paths: [paths.resolve(params.synth.out_dir)],
+        code=("tspipe.data.synth", "tspipe.data.synth_render"),
+        enabled=lambda params: params.synth.enabled,
+    ),
+    "ingest": Stage(
+        name="ingest",
+        help="Read and validate the dataset's annotations; write them normalized.",
+        sections=("dataset",),
+        run=_run_ingest,
+        inputs=_ingest_inputs,
+        outputs=lambda params, paths: [paths.annotations, paths.annotation_report,
+                                       paths.metrics("ingest"),
+                                       paths.plot("ingest", "segments_per_class")],
+        code=("tspipe.stages.ingest", "tspipe.data.annotations.activitynet",
+              "tspipe.data.annotations.thumos", "tspipe.data.annotations.tsp_csv",
+              "tspipe.data.annotations.load"),
+    ),
+}
+
+PIPELINE: tuple[str, ...] = tuple(STAGES)
+
+__all__ = ["PIPELINE", "STAGES", "Stage", "StageResult", "tree_hash"]

@@ -1,0 +1,93 @@
+"""The stage contract shared by every door (CLI, DVC, Prefect).
+
+A stage reads its inputs from files, writes its outputs atomically and returns a small
+typed result. It imports no Prefect, MLflow or SQLAlchemy. The registry entry below is
+what the doors need to know about it: which params sections it reads (DVC ``params:``,
+cache keys, MLflow params), which files decide its output (cache keys), which files it
+writes (cache validity, DVC ``outs:``) and which modules hold its code (code version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tspipe import __version__
+from tspipe.config import Params
+from tspipe.io import sha256_bytes, sha256_file, sha256_json
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+
+
+class StageResult(Protocol):
+    def metrics(self) -> dict[str, float]:
+        """Numbers worth tracking (MLflow metrics, DVC metrics file)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (artifacts, catalog)."""
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A dataclass result as JSON-able dict (paths become strings)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return {f.name: conv(getattr(result, f.name)) for f in dataclasses.fields(result)}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    sections: tuple[str, ...]
+    run: Callable[[Params, RunPaths, Reporter], Any]
+    inputs: Callable[[Params, RunPaths], list[Path]]
+    outputs: Callable[[Params, RunPaths], list[Path]]
+    code: tuple[str, ...]  # modules whose source decides the output
+    enabled: Callable[[Params], bool] = lambda params: True
+
+    def code_version(self) -> str:
+        """Hash of the package version and the source of the stage's modules."""
+        parts = [__version__]
+        for mod in self.code:
+            parts.append(sha256_bytes(inspect.getsource(importlib.import_module(mod)).encode()))
+        return sha256_json(parts)
+
+    def input_hash(self, params: Params, paths: RunPaths) -> str:
+        """Content hash of everything that decides this stage's output."""
+        return sha256_json({
+            "stage": self.name,
+            "params": params.section_hash(*self.sections),
+            "code": self.code_version(),
+            "inputs": [[str(p.relative_to(paths.root)) if p.is_relative_to(paths.root) else str(p),
+                        tree_hash(p)] for p in self.inputs(params, paths)],
+        })
+
+    def outputs_present(self, params: Params, paths: RunPaths) -> bool:
+        return all(p.exists() for p in self.outputs(params, paths))
+
+
+def tree_hash(path: Path) -> str | None:
+    """sha256 of a file, or of a folder's (relative name, sha256) list; None if absent."""
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return sha256_json([[str(p.relative_to(path)), sha256_file(p)] for p in files])
+    return None
+
+
+def files_hash(paths: Iterable[Path]) -> str:
+    return sha256_json([tree_hash(p) for p in paths])

@@ -1,0 +1,127 @@
+"""Stage ``ingest``: read the dataset's annotations, validate, write them normalized.
+
+Input: the annotation file named by ``dataset.annotations`` (ActivityNet v1.3 JSON, a
+THUMOS14 folder, a TSP ground-truth CSV, or SynthActions' JSON). Outputs: the selected
+subsets as ActivityNet v1.3 JSON (``data/annotations/annotations.json``), the full issue
+report (``data/annotations/report.json``) and counts (``metrics/ingest.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tspipe.config import DatasetConfig
+from tspipe.data.annotations import Annotations, read_annotations, summary, write_activitynet
+from tspipe.errors import StageError
+from tspipe.io import atomic_write_json, atomic_write_text, sha256_file
+from tspipe.paths import RunPaths
+from tspipe.reporting import NullReporter, Reporter
+from tspipe.stages.base import result_dict, tree_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    dataset: str
+    format: str
+    source: str
+    source_sha256: str
+    annotations: Path
+    annotations_sha256: str
+    subsets: list[str]
+    videos: int
+    segments: int
+    background: int
+    classes: int
+    per_subset: dict[str, int]
+    errors: int
+    warnings: int
+
+    def metrics(self) -> dict[str, float]:
+        m = {k: float(getattr(self, k)) for k in
+             ("videos", "segments", "background", "classes", "errors", "warnings")}
+        m.update({f"videos_{k}": float(v) for k, v in self.per_subset.items()})
+        return m
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def _rebase_url(url: str | None, source_dir: Path, out_dir: Path) -> str | None:
+    """A relative url in the source file still points at the same file from ``out_dir``."""
+    if not url or urlparse(url).scheme or Path(url).is_absolute():
+        return url
+    return Path(os.path.relpath(source_dir / url, out_dir)).as_posix()
+
+
+def _class_table(ann: Annotations) -> str:
+    """CSV for the DVC plot: per class, the number of segments and their mean length (s)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["label", "segments", "mean_duration_s"])
+    for label in ann.classes:
+        lengths = [s.duration for v in ann.videos.values() for s in v.segments if s.label == label]
+        writer.writerow([label, len(lengths), f"{sum(lengths) / max(len(lengths), 1):.3f}"])
+    return buf.getvalue()
+
+
+def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
+           ) -> IngestResult:
+    reporter = reporter or NullReporter()
+    source = paths.resolve(cfg.annotations)
+    if not source.exists():
+        raise StageError(f"dataset.annotations: {source} does not exist "
+                         "(run `tspipe synth` for the demo data, or fix params.yaml)")
+    reporter.start("ingest", 1)
+    ann: Annotations = read_annotations(
+        source, format=cfg.format,
+        label_map=paths.resolve(cfg.label_map) if cfg.label_map else None,
+        metadata=paths.resolve(cfg.metadata) if cfg.metadata else None,
+        clamp_to_duration=cfg.clamp_to_duration,
+    )
+    for issue in ann.issues:
+        reporter.message(str(issue), logging.WARNING if issue.severity == "warning"
+                         else logging.ERROR)
+    if cfg.strict and ann.errors():
+        raise StageError(f"{source}: {len(ann.errors())} annotation errors and "
+                         f"dataset.strict is true; first: {ann.errors()[0]}")
+    report = summary(ann)
+    selected = ann.subset(*cfg.subsets)
+    if not selected.videos:
+        raise StageError(f"{source}: no video in subsets {cfg.subsets} "
+                         f"(found {report.get('per_subset')})")
+    out_dir = paths.annotations.parent
+    src_dir = source if source.is_dir() else source.parent
+    for video in selected.videos.values():
+        video.url = _rebase_url(video.url, src_dir, out_dir)
+    write_activitynet(selected, paths.annotations)
+    atomic_write_json(paths.annotation_report, {
+        "source": str(cfg.annotations), "summary": report,
+        "issues": [{"file": i.file, "video_id": i.video_id, "field": i.field,
+                    "message": i.message, "severity": i.severity, "action": i.action}
+                   for i in ann.issues],
+    })
+    counts = selected.counts()
+    result = IngestResult(
+        dataset=cfg.name, format=str(report.get("format", cfg.format)), source=str(source),
+        source_sha256=tree_hash(source) or "", annotations=paths.annotations,
+        annotations_sha256=sha256_file(paths.annotations), subsets=list(cfg.subsets),
+        videos=counts.videos, segments=counts.segments, background=counts.background,
+        classes=counts.classes, per_subset=counts.per_subset,
+        errors=len(ann.errors()), warnings=len(ann.warnings()),
+    )
+    atomic_write_json(paths.metrics("ingest"), result.metrics())
+    atomic_write_text(paths.plot("ingest", "segments_per_class"), _class_table(selected))
+    reporter.advance("ingest")
+    reporter.message(f"ingest: {result.videos} videos, {result.segments} segments, "
+                     f"{result.classes} classes ({result.errors} errors, "
+                     f"{result.warnings} warnings)")
+    return result

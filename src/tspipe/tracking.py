@@ -1,0 +1,166 @@
+"""MLflow: one parent run per pipeline run, one nested run per stage. One module owns it.
+
+Default store: a SQLite database in the run directory (``sqlite:///mlflow.db``, MLflow's
+recommended local backend; no ``mlruns/`` file store); ``MLFLOW_TRACKING_URI`` (through
+``tspipe.config``) switches to a server. The explicit ``MlflowClient`` with run ids is
+used rather than the fluent API, whose active-run stack is per thread: Prefect may run
+tasks on other threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tspipe.config import Params, TrackingConfig
+from tspipe.paths import RunPaths
+from tspipe.provenance import dvc_stage_hashes, git_commit
+
+log = logging.getLogger(__name__)
+
+TAG_KIND = "tspipe.kind"  # "pipeline" or "stage"
+TAG_STAGE = "tspipe.stage"
+TAG_PARAMS_HASH = "tspipe.params_hash"
+TAG_GIT = "tspipe.git_commit"
+TAG_FLOW_RUN = "tspipe.prefect_flow_run_id"
+TAG_DVC = "tspipe.dvc_stage_hash"
+TAG_FEATURE_VERSION = "tspipe.feature_version"
+
+
+def resolve_uri(cfg: TrackingConfig, paths: RunPaths) -> str:
+    """A relative ``sqlite:///file.db`` is made absolute inside the run directory."""
+    uri = cfg.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(paths.resolve(uri[len(prefix):]))
+    return uri
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow params: ``{"pretrain": {"lr": 1}} -> {"pretrain.lr": "1"}``."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]  # MLflow's param value limit
+    return out
+
+
+@dataclass
+class TrackedRun:
+    """A handle a door logs into; ``run_id`` is None when tracking is off."""
+
+    tracker: Tracker | None
+    run_id: str | None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.tracker and self.run_id:
+            self.tracker.log_metrics(self.run_id, metrics, step)
+
+    def log_dict(self, obj: dict[str, Any], name: str) -> None:
+        if self.tracker and self.run_id:
+            self.tracker.client.log_dict(self.run_id, obj, name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.tracker and self.run_id:
+            for k, v in tags.items():
+                self.tracker.client.set_tag(self.run_id, k, v)
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig, paths: RunPaths) -> None:
+        from mlflow import MlflowClient
+
+        self.cfg = cfg
+        self.paths = paths
+        self.uri = resolve_uri(cfg, paths)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment(cfg.experiment)
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            # Artifacts beside the SQLite store, not in whatever folder the process runs in.
+            location = (self.paths.root / "mlartifacts").as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # created by a concurrent process meanwhile
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def base_tags(self, params: Params) -> dict[str, str]:
+        tags = {TAG_PARAMS_HASH: params.section_hash(*type(params).model_fields)}
+        commit = git_commit(self.paths.root)
+        if commit:
+            tags[TAG_GIT] = commit
+            tags["mlflow.source.git.commit"] = commit.removesuffix("+dirty")
+        return tags
+
+    @contextlib.contextmanager
+    def run(self, name: str, *, params: Mapping[str, Any], tags: Mapping[str, str],
+            parent_id: str | None = None) -> Iterator[TrackedRun]:
+        """A run that ends FINISHED, or FAILED when the body raises."""
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        all_tags = dict(tags)
+        if parent_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        run_id = run.info.run_id
+        flat = flatten(params)
+        for i in range(0, len(flat), 100):  # MLflow's batch limit is 100 params
+            chunk = list(flat.items())[i:i + 100]
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
+        status = "FAILED"
+        try:
+            yield TrackedRun(self, run_id)
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run_id, status=status)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float],
+                    step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[
+            Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+
+    def dvc_tag(self, stage: str) -> dict[str, str]:
+        h = dvc_stage_hashes(self.paths.root).get(stage)
+        return {TAG_DVC: h} if h else {}
+
+
+class MlflowReporter:
+    """The ``Reporter`` that turns a stage's per-step metrics into MLflow metrics."""
+
+    def __init__(self, run: TrackedRun) -> None:
+        self.run = run
+
+    def start(self, task: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, task: str, n: int = 1) -> None:
+        pass
+
+    def metric(self, key: str, value: float, step: int | None = None) -> None:
+        self.run.log_metrics({key: value}, step)
+
+    def message(self, text: str, level: int = logging.INFO) -> None:
+        pass
+
+
+def make_tracker(params: Params, paths: RunPaths) -> Tracker | None:
+    return Tracker(params.tracking, paths) if params.tracking.enabled else None

@@ -1,0 +1,37 @@
+"""Test-wide isolation: Prefect, MLflow and the catalog never touch the developer's state."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports prefect: a private PREFECT_HOME (its ephemeral API database),
+# no API server, no telemetry.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="tspipe-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TSPIPE_CATALOG_URL",
+             "TSPIPE_DEVICE"):
+    os.environ.pop(_var, None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real annotation files and sample videos (../shared/data beside the repo)."""
+    path = Path(os.environ.get("TSPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.fail(f"shared test data not found at {path}; set TSPIPE_SHARED_DATA")
+    return path
