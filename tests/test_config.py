@@ -50,7 +50,7 @@ def test_out_of_range_names_the_path_and_value():
 
 
 def test_cross_field_range_is_checked():
-    with pytest.raises(ConfigError, match="min_duration .* greater than max_duration"):
+    with pytest.raises(ConfigError, match=r"min_duration .* greater than max_duration"):
         parse_params({"synth": {"min_duration": 50, "max_duration": 30}}, env={})
 
 

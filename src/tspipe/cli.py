@@ -62,7 +62,7 @@ def _load(params: Path, root: Path):
 @app.command()
 def run(
     params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path("."),
+    root: RootOpt = Path(),
 ) -> None:
     """Run the whole pipeline as a Prefect flow (local runs need no server)."""
     from tspipe.flows.pipeline import tspipe_pipeline
@@ -78,7 +78,7 @@ def run(
 def stage(
     name: Annotated[str, typer.Argument(help="Stage to run (see `tspipe stages`).")],
     params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path("."),
+    root: RootOpt = Path(),
     track: Annotated[bool, typer.Option(help="Log an MLflow run.")] = True,
 ) -> None:
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
@@ -106,7 +106,7 @@ def stages() -> None:
 @app.command("params")
 def show_params(
     params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path("."),
+    root: RootOpt = Path(),
 ) -> None:
     """Validate the parameters (environment overrides applied) and print them as JSON."""
     p, _ = _load(params, root)

@@ -58,11 +58,10 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
 
 
 def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
-    with atomic_path(dest) as tmp:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(dest) as tmp, tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(dest)
 
 

@@ -26,6 +26,13 @@ class RunPaths:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.root / p
 
+    def resolve_sqlite_url(self, url: str) -> str:
+        """``sqlite:///rel.db`` -> ``sqlite:////abs/run/dir/rel.db``; other URLs unchanged."""
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(self.resolve(url[len(prefix):]))
+        return url
+
     # -- data ------------------------------------------------------------------------
     @property
     def data(self) -> Path:

@@ -33,11 +33,7 @@ TAG_FEATURE_VERSION = "tspipe.feature_version"
 
 def resolve_uri(cfg: TrackingConfig, paths: RunPaths) -> str:
     """A relative ``sqlite:///file.db`` is made absolute inside the run directory."""
-    uri = cfg.uri
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(paths.resolve(uri[len(prefix):]))
-    return uri
+    return paths.resolve_sqlite_url(cfg.uri)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -76,8 +76,12 @@ def _unique_labels(labels: list[str], where: str | Path) -> list[str]:
     return labels
 
 
-def _read_rows(path: Path, required: Sequence[str]) -> csv.DictReader[str]:
-    """A DictReader over ``path`` whose header has every ``required`` column, else raise."""
+def _read_rows(path: Path, required: Sequence[str],
+               log: IssueLog) -> csv.DictReader[str]:
+    """A DictReader over ``path`` whose header has every ``required`` column, else raise.
+
+    Other columns are reported (warning): tspipe does not keep them.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")  # tolerate a spreadsheet's BOM
     except (OSError, UnicodeDecodeError) as exc:
@@ -94,7 +98,7 @@ def _read_rows(path: Path, required: Sequence[str]) -> csv.DictReader[str]:
             path, f"CSV header {header!r} lacks columns {missing}", field="header")
     unknown = [c for c in header or [] if c not in required]
     if unknown:
-        logger.warning("%s: columns %s are not read", path, unknown)
+        log.warning(None, "header", f"columns {unknown} are not read")
     return reader
 
 
@@ -135,13 +139,17 @@ def read_tsp_metadata(path: str | Path) -> Annotations:
     no segments; ``issues`` reports duplicate file names and bad numbers (video dropped).
     """
     path = Path(path)
-    reader = _read_rows(path, METADATA_COLUMNS)
     log = IssueLog(str(path))
+    reader = _read_rows(path, METADATA_COLUMNS, log)
     videos: dict[str, Video] = {}
     try:
         for row in reader:
             line = reader.line_num
             filename = (row.get("filename") or "").strip()
+            if _ragged(row):
+                log.error(filename or None, f"line {line}", "wrong number of cells",
+                          "dropped_video")
+                continue
             if not filename:
                 log.error(None, f"filename (line {line})", "missing", "dropped_video")
                 continue
@@ -161,28 +169,42 @@ def read_tsp_metadata(path: str | Path) -> Annotations:
 
 
 def write_tsp_metadata(ann: Annotations, path: str | Path) -> Path:
-    """Write ``filename,video-duration,fps,video-frames`` for every video (empty = unknown).
+    """Write ``filename,video-duration,fps,video-frames`` (seconds, frames per second,
+    frames; an empty cell is unknown) for every video that knows one of them.
 
     A video without a ``filename`` is written as ``<video_id>.mp4``.
     """
     rows = [[v.filename or f"{v.video_id}.mp4", _num(v.duration), _num(v.fps),
-             "" if v.num_frames is None else str(v.num_frames)] for v in ann.videos.values()]
+             "" if v.num_frames is None else str(v.num_frames)]
+            for v in ann.videos.values()
+            if (v.filename, v.duration, v.fps, v.num_frames) != (None, None, None, None)]
     return atomic_write_text(path, _csv_text(METADATA_COLUMNS, rows))
+
+
+def metadata_index(metadata: Annotations) -> dict[str, Video]:
+    """Metadata videos by file name, for :func:`find_metadata`."""
+    return {m.filename: m for m in metadata.videos.values() if m.filename}
+
+
+def find_metadata(by_file: dict[str, Video], video_id: str,
+                  filename: str | None = None) -> Video | None:
+    """The metadata of a video: by its filename, then ``<id>.mp4``, then ``v_<id>.mp4``
+    (TSP's ActivityNet files name ``v_<youtube id>.mp4`` the video ``<youtube id>``)."""
+    return (by_file.get(filename or "") or by_file.get(f"{video_id}.mp4")
+            or by_file.get(f"v_{video_id}.mp4"))
 
 
 def apply_metadata(ann: Annotations, metadata: Annotations) -> None:
     """Fill each video's unknown duration/fps/frames/filename from ``metadata``, in place.
 
-    A video is looked up by its filename, then ``<id>.mp4``, then ``v_<id>.mp4`` (TSP's
-    ActivityNet files name ``v_<youtube id>.mp4`` the video ``<youtube id>``). A known value
-    that disagrees with the metadata is kept and reported as a warning.
+    Videos are matched by :func:`find_metadata`. A known value that disagrees with the
+    metadata is kept and reported as a warning.
     """
-    by_file = {m.filename: m for m in metadata.videos.values() if m.filename}
+    by_file = metadata_index(metadata)
     log = IssueLog(metadata.source or "metadata")
     matched = 0
     for vid, video in ann.videos.items():
-        meta = (by_file.get(video.filename or "") or by_file.get(f"{vid}.mp4")
-                or by_file.get(f"v_{vid}.mp4"))
+        meta = find_metadata(by_file, vid, video.filename)
         if meta is None:
             continue
         matched += 1
@@ -219,8 +241,8 @@ def read_tsp_groundtruth(path: str | Path, *, label_map: LabelMap = None,
     subset = subset if subset is not None else infer_subset(path)
     if subset is None:
         logger.warning("%s: the file name names no subset; videos get subset None", path)
-    reader = _read_rows(path, GROUNDTRUTH_COLUMNS)
     log = IssueLog(str(path))
+    reader = _read_rows(path, GROUNDTRUTH_COLUMNS, log)
     videos: dict[str, Video] = {}
     try:
         for row in reader:
@@ -236,13 +258,17 @@ def read_tsp_groundtruth(path: str | Path, *, label_map: LabelMap = None,
     return ann
 
 
+def _ragged(row: dict[str, str]) -> bool:
+    # DictReader files surplus cells under the key None and fills missing ones with None.
+    return None in row or any(value is None for value in row.values())
+
+
 def _read_row(row: dict[str, str], line: int, videos: dict[str, Video], log: IssueLog,
               known: frozenset[str] | None, subset: str | None, clamp: bool) -> None:
     """Add one ground-truth row to ``videos``, or log why it is dropped."""
     video_id = (row.get("video-name") or "").strip() or None
     region = (row.get("temporal-region-label") or "").strip()
-    # DictReader files surplus cells under the key None and fills missing ones with None.
-    if None in row or any(value is None for value in row.values()):
+    if _ragged(row):
         log.error(video_id, f"line {line}", "wrong number of cells", "dropped_segment")
         return
     if region not in (ACTION, NO_ACTION):

@@ -1,0 +1,76 @@
+"""Record what a stage returned in the catalog. One recorder per stage that makes rows.
+
+Doors call ``record`` after a stage ran (or was served from a cache); every recorder is
+idempotent, so recording twice adds no rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tspipe.catalog import Catalog, VideoRow, upgrade
+from tspipe.config import Params
+from tspipe.data.annotations import read_activitynet
+from tspipe.paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+
+def catalog_url(params: Params, paths: RunPaths) -> str:
+    return paths.resolve_sqlite_url(params.catalog.url)
+
+
+def open_catalog(params: Params, paths: RunPaths) -> Catalog:
+    """The catalog; a brand-new embedded SQLite file is created at the latest schema.
+
+    An existing database is never migrated here: ``Catalog`` refuses an unmigrated or
+    outdated one and says to run ``tspipe catalog upgrade``.
+    """
+    url = catalog_url(params, paths)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        log.info("creating the embedded catalog %s", url)
+        upgrade(url)
+    return Catalog(url)
+
+
+def _record_ingest(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                   mlflow_run_id: str | None) -> None:
+    ann = read_activitynet(result.annotations)
+    dataset = cat.register_dataset(
+        result.dataset, result.annotations_sha256, format=result.format,
+        subsets=result.subsets, num_videos=result.videos, num_segments=result.segments,
+        num_classes=result.classes,
+        counts={"per_subset": result.per_subset, "background": result.background,
+                "source": result.source, "source_sha256": result.source_sha256,
+                "errors": result.errors, "warnings": result.warnings},
+    )
+    # Ingest knows what the annotations say; the download stage owns the status. A video
+    # already in the catalog keeps its status, a new one is "pending".
+    known = {v.video_id: v for v in cat.videos(dataset.id)}
+    rows = []
+    for video in ann.videos.values():
+        prior = known.get(video.video_id)
+        rows.append(VideoRow(
+            video_id=video.video_id, subset=video.subset, source=video.url,
+            duration=video.duration, fps=video.fps, num_frames=video.num_frames,
+            status=prior.status if prior else "pending",
+            reason=prior.reason if prior else "not downloaded yet",
+        ))
+    cat.upsert_videos(dataset.id, rows)
+
+
+RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
+    "ingest": _record_ingest,
+}
+
+
+def record(name: str, result: Any, params: Params, paths: RunPaths, *,
+           mlflow_run_id: str | None = None) -> None:
+    recorder = RECORDERS.get(name)
+    if recorder is None:
+        return
+    with open_catalog(params, paths) as cat:
+        recorder(cat, result, params, paths, mlflow_run_id)

@@ -1,0 +1,60 @@
+"""A tiny run directory: SynthActions sized for seconds, embedded stores inside it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
+              "max_duration": 22.0, "fps": 10, "width": 64, "height": 48,
+              "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0}
+
+
+def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["synth"].update(TINY_SYNTH)
+    for section, values in overrides.items():
+        raw[section].update(values)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, repo_root: Path) -> Path:
+    root = tmp_path / "run"
+    root.mkdir()
+    write_params(root, repo_root)
+    return root
+
+
+def git(root: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path, repo_root: Path) -> Path:
+    """A copy of this project's DVC side (dvc.yaml, .dvc/config, the stages' code) in a
+    fresh git repository, with tiny SynthActions params."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy2(repo_root / name, root / name)
+    (root / ".dvc").mkdir()
+    shutil.copy2(repo_root / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(repo_root / "src", root / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_params(root, repo_root)
+    (root / ".gitignore").write_text("/data\n/catalog.db*\n/mlflow.db\n/mlartifacts\n"
+                                     "/.tspipe\n/.dvc-remote\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "project")
+    return root

@@ -1,0 +1,82 @@
+"""The three `dvc repro` behaviours, with the real dvc on a copy of this project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tspipe.stages import STAGES
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project):
+    root = dvc_project
+    first = dvc(root, "repro")
+    assert "Running stage 'synth'" in first.stdout and "Running stage 'ingest'" in first.stdout
+    ann = json.loads((root / "data/annotations/annotations.json").read_text())
+    assert len(ann["database"]) == 3
+    assert json.loads((root / "metrics/ingest.json").read_text())["videos"] == 3.0
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"synth", "ingest"}
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+
+    synth_before = mtimes(root / "data/synth")
+    ingest_before = mtimes(root / "data/annotations")
+    second = dvc(root, "repro")
+    assert "Running stage" not in second.stdout
+    assert mtimes(root / "data/synth") == synth_before
+    assert mtimes(root / "data/annotations") == ingest_before
+
+    # A param only `ingest` reads: only `ingest` is out of date and reruns.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["dataset"]["subsets"] = ["validation"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"ingest"}
+    third = dvc(root, "repro")
+    assert "Running stage 'ingest'" in third.stdout
+    assert "Running stage 'synth'" not in third.stdout
+    assert mtimes(root / "data/synth") == synth_before
+    ann = json.loads((root / "data/annotations/annotations.json").read_text())
+    assert {v["subset"] for v in ann["database"].values()} == {"validation"}
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+
+    # dvc repro went through the same door: the catalog holds the dataset of each run.
+    from tspipe.catalog import Catalog
+
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        names = [(d.name, d.num_videos) for d in cat.datasets()]
+    assert ("synthactions", 3) in names and ("synthactions", len(ann["database"])) in names
+
+
+def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
+    spec = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    assert list(spec) == list(STAGES)
+    for name, stage in STAGES.items():
+        entry = spec[name]
+        assert entry["cmd"] == f"tspipe stage {name}"
+        assert entry["params"] == list(stage.sections), name
+        deps = entry["deps"]
+        for module in stage.code:
+            rel = "src/" + module.replace(".", "/")
+            assert any(rel == d.removesuffix(".py") or rel.startswith(d + "/")
+                       for d in deps), f"{name}: {module} missing from deps {deps}"

@@ -1,0 +1,71 @@
+"""The real Prefect pipeline flow on tiny SynthActions: outputs, MLflow runs, catalog rows,
+and a second run served from the caches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from tspipe.catalog import Catalog
+from tspipe.flows.pipeline import tspipe_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(root):
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tspipe")
+    return client.search_runs([exp.experiment_id], max_results=100)
+
+
+def test_pipeline_flow_end_to_end_then_cached(run_dir):
+    root = run_dir
+    summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
+    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest"]
+    assert not any(r["cached"] for r in summary["stages"])
+
+    videos = sorted((root / "data/synth/videos").glob("*.mp4"))
+    assert len(videos) == 3
+    ann = json.loads((root / "data/annotations/annotations.json").read_text())
+    assert sorted(ann["database"]) == [p.stem for p in videos]
+    # urls were rebased: they still point at the videos from the normalized file
+    for vid, entry in ann["database"].items():
+        assert ((root / "data/annotations" / entry["url"]).resolve()
+                == (root / "data/synth/videos" / f"{vid}.mp4").resolve())
+
+    runs = _runs(root)
+    parent = [r for r in runs if r.data.tags.get("tspipe.kind") == "pipeline"]
+    assert len(parent) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert sorted(r.data.tags["tspipe.stage"] for r in children) == ["ingest", "synth"]
+    ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
+    assert ingest_run.data.metrics["videos"] == 3.0
+    assert ingest_run.data.params["dataset.name"] == "synthactions"
+    assert ingest_run.data.tags["tspipe.prefect_flow_run_id"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+    url = f"sqlite:///{root / 'catalog.db'}"
+    with Catalog(url) as cat:
+        datasets = cat.datasets()
+        assert [(d.name, d.num_videos) for d in datasets] == [("synthactions", 3)]
+        rows = cat.videos("synthactions")
+        assert sorted(v.video_id for v in rows) == [p.stem for p in videos]
+        assert {v.status for v in rows} == {"pending"}
+        assert all(v.duration and v.duration >= 20.0 for v in rows)
+
+    # Second run: everything from the cache, nothing new in the catalog.
+    again = tspipe_pipeline(params_path="params.yaml", root=str(root))
+    assert all(r["cached"] for r in again["stages"])
+    with Catalog(url) as cat:
+        assert len(cat.datasets()) == 1
+        assert len(cat.videos()) == 3
+    assert len([r for r in _runs(root) if r.data.tags.get("tspipe.kind") == "pipeline"]) == 2
+
+    # A deleted output is rebuilt, not served stale from the cache.
+    (root / "data/annotations/annotations.json").unlink()
+    third = tspipe_pipeline(params_path="params.yaml", root=str(root))
+    state = {r["stage"]: r["cached"] for r in third["stages"]}
+    assert state == {"synth": True, "ingest": False}
+    assert (root / "data/annotations/annotations.json").exists()
