@@ -51,10 +51,19 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            # mkstemp makes the file owner-only; give it the mode a plain open() would.
+            tmp.chmod(0o666 & ~_umask())
         tmp.replace(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:

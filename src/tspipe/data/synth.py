@@ -18,6 +18,7 @@ config on the same library builds gives the same bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from tspipe.config import SynthConfig
 from tspipe.data.synth_render import PATTERNS, RenderSpec, Span, render_frames
 from tspipe.errors import ConfigError, StageError
 from tspipe.io import atomic_path, atomic_write_json, safe_id, sha256_file, sha256_json
+from tspipe.stages.base import result_dict
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,15 @@ class SynthResult:
     reused: int  # videos whose existing file matched the manifest and was kept
     sha256: str  # of the annotation file
 
+    def metrics(self) -> dict[str, float]:
+        m = {k: float(getattr(self, k)) for k in ("videos", "segments", "frames", "seconds",
+                                                   "reused")}
+        m["classes"] = float(len(self.classes))
+        return m
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
 
 def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = None
              ) -> SynthResult:
@@ -120,7 +131,7 @@ def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = No
     for video in videos:
         path = _video_path(out_dir, video.video_id)
         record = known.get(video.video_id)
-        if record is not None and path.is_file() and sha256_file(path) == record["sha256"]:
+        if record is not None and path.is_file() and sha256_file(path) == record.get("sha256"):
             entries[video.video_id] = record
             reused += 1
         else:
@@ -217,8 +228,11 @@ def _place_spans(rng: np.random.Generator, frames: int, cfg: SynthConfig) -> tup
     lengths = rng.integers(shortest, longest + 1, size=count)
     room = frames - (count + 1) * gap - count * shortest  # frames beyond the minimums
     extra = lengths - shortest
-    if extra.sum() > room:  # too long together: shorten each in proportion
-        extra = extra * room // extra.sum()
+    if extra.sum() > room:
+        # Too long together: shorten each in proportion, keeping part of the room for
+        # background so that a full video is not all minimum gaps.
+        budget = math.floor(room * rng.uniform(0.4, 0.8))
+        extra = extra * budget // extra.sum()
     lengths = shortest + extra
     slack = room - int(extra.sum())
     shares = np.floor(rng.dirichlet(np.ones(count + 1)) * slack).astype(int)
@@ -278,16 +292,20 @@ def _yuv420p(rgb: np.ndarray) -> np.ndarray:
     Integer arithmetic (the usual 8-bit BT.601 coefficients) instead of swscale, whose SIMD
     paths may round differently on other CPUs.
     """
-    px = rgb.astype(np.int32)
-    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    h, w = rgb.shape[:2]
+    px = np.moveaxis(rgb, -1, 0).astype(np.int32)  # (3, H, W): contiguous channel planes
+    r, g, b = px
     y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    h, w = r.shape
-    # Chroma from the mean of each 2x2 block, rounded.
-    quad = (px.reshape(h // 2, 2, w // 2, 2, 3).sum(axis=(1, 3)) + 2) >> 2
-    qr, qg, qb = quad[..., 0], quad[..., 1], quad[..., 2]
+    # Chroma from the rounded mean of each 2x2 block.
+    quad = (px[:, 0::2, 0::2] + px[:, 1::2, 0::2] + px[:, 0::2, 1::2] + px[:, 1::2, 1::2]
+            + 2) >> 2
+    qr, qg, qb = quad
     u = ((-38 * qr - 74 * qg + 112 * qb + 128) >> 8) + 128
     v = ((112 * qr - 94 * qg - 18 * qb + 128) >> 8) + 128
-    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8)
+    planes = np.empty(h * w * 3 // 2, dtype=np.uint8)
+    planes[:h * w] = y.ravel()
+    planes[h * w:h * w * 5 // 4] = u.ravel()
+    planes[h * w * 5 // 4:] = v.ravel()
     return planes.reshape(h * 3 // 2, w)
 
 
@@ -303,8 +321,6 @@ def _config_hash(cfg: SynthConfig) -> str:
 def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    import json
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

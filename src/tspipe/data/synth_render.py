@@ -149,17 +149,21 @@ def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
     h, w, t_len, fps = spec.height, spec.width, spec.frames, spec.fps
     unit = h / _REF_HEIGHT
     margin = math.ceil(_MAX_JITTER * unit) + 1
+    # The actions draw from their own stream: the same video without its actions (spans=())
+    # shows the identical scene, so an action's pixels can be isolated by difference.
+    # (A drawn seed, not Generator.spawn: spawning mutates the caller's SeedSequence.)
+    action_rng = np.random.default_rng(int(rng.integers(2**63)))
     shapes = [_SHAPES[i] for i in rng.permutation(len(_SHAPES))]
     background = _background(rng, h + 2 * margin, w + 2 * margin, unit)
 
     diameter = rng.uniform(0.2, 0.28) * h
     actor = _Sprite(*_actor_look(rng, shapes[0], _sprite_px(diameter)), diameter)
-    style = _Style(speed=rng.uniform(0.75, 1.35), amp=rng.uniform(0.8, 1.2),
-                   ease_s=rng.uniform(0.2, 0.4))
     track = _idle_track(rng, t_len, fps, x0=margin + rng.uniform(0.35, 0.65) * w,
                         y0=margin + rng.uniform(0.45, 0.55) * h, h=h)
+    style = _Style(speed=action_rng.uniform(0.75, 1.35), amp=action_rng.uniform(0.8, 1.2),
+                   ease_s=action_rng.uniform(0.2, 0.4))
     for span in spec.spans:
-        _apply_pattern(track, spec.pattern, span, fps, h, style, rng)
+        _apply_pattern(track, spec.pattern, span, fps, h, style, action_rng)
 
     behind: list[tuple[_Sprite, _Track]] = []
     front: list[tuple[_Sprite, _Track]] = []
