@@ -51,9 +51,7 @@ def check_value(value: float, *, item: str) -> float:
 
 
 def video_values(dataset_id: int, row: VideoRow, now: datetime) -> dict[str, Any]:
-    item = f"dataset {dataset_id}, video {getattr(row, 'video_id', row)!r}"
-    if not isinstance(row, VideoRow):
-        raise CatalogError(f"{item}: expected a VideoRow, got {type(row).__name__}")
+    item = f"dataset {dataset_id}, video {row.video_id!r}"
     if not isinstance(row.video_id, str) or not row.video_id or len(row.video_id) > 255:
         raise CatalogError(f"{item}: field video_id must be a non-empty string of at most "
                            "255 characters")

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
-from tspipe.catalog.engine import hidden_url, make_engine, sqlite_path
+from tspipe.catalog.engine import READ_ONLY, hidden_url, make_engine, sqlite_path
 from tspipe.errors import CatalogError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _known_revisions() -> set[str]:
 
 def _revision_of(engine: Engine) -> str | None:
     try:
-        with engine.connect() as connection:
+        with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except OperationalError as exc:
         raise CatalogError(f"cannot open catalog {hidden_url(engine.url)}: {exc.orig}") from exc

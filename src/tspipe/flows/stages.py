@@ -30,17 +30,15 @@ def load(params_path: str, root: str) -> tuple[Params, RunPaths]:
 class StageInputsPolicy(CachePolicy):
     """Cache key = content hash of the stage's params sections, input files and code.
 
-    No key (so no cache) while any declared output is missing: a deleted output is
-    rebuilt, never served from a stale cache entry. Flow-run ids are not part of the key,
-    so a later pipeline run reuses the work of an earlier one.
+    Flow-run ids are not part of the key, so a later pipeline run reuses the work of an
+    earlier one. A run whose outputs are missing refreshes the cache instead of reading it
+    (see ``run_stage_flow``): a deleted output is rebuilt, never served stale.
     """
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         params, paths = load(inputs["params_path"], inputs["root"])
         stage = STAGES[inputs["name"]]
-        if not stage.outputs_present(params, paths):
-            return None
         return f"{stage.name}-{stage.input_hash(params, paths)}"
 
 
@@ -90,7 +88,8 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
     tracker = make_tracker(params, paths)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
-        state = run_stage_task.with_options(cache_policy=policy, result_storage=None)(
+        refresh = not STAGES[name].outputs_present(params, paths)
+        state = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh)(
             name, params_path, root, run.run_id, return_state=True)
         result = state.result()
         cached = state.name == "Cached"

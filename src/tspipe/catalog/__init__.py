@@ -1,0 +1,48 @@
+"""The feature catalog: datasets, videos, checkpoints, feature versions and their scores.
+
+SQLite by default, PostgreSQL via ``TSPIPE_CATALOG_URL``. The schema is migrated by
+``upgrade(url)`` (``tspipe catalog upgrade``); the API returns plain records from
+``tspipe.catalog.records``, never ORM objects.
+"""
+
+from tspipe.catalog.api import Catalog
+from tspipe.catalog.engine import DEFAULT_URL, hidden_url, make_engine
+from tspipe.catalog.ids import feature_version_id
+from tspipe.catalog.migrate import current_revision, head_revision, upgrade
+from tspipe.catalog.queries import split_metric
+from tspipe.catalog.records import (
+    BestResult,
+    CheckpointRecord,
+    Comparison,
+    ComparisonRow,
+    DatasetRecord,
+    EvaluationRecord,
+    FeatureLineage,
+    FeatureVersionRecord,
+    VideoRecord,
+    VideoRow,
+    to_jsonable,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "BestResult",
+    "Catalog",
+    "CheckpointRecord",
+    "Comparison",
+    "ComparisonRow",
+    "DatasetRecord",
+    "EvaluationRecord",
+    "FeatureLineage",
+    "FeatureVersionRecord",
+    "VideoRecord",
+    "VideoRow",
+    "current_revision",
+    "feature_version_id",
+    "head_revision",
+    "hidden_url",
+    "make_engine",
+    "split_metric",
+    "to_jsonable",
+    "upgrade",
+]

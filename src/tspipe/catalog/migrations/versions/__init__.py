@@ -1,0 +1,1 @@
+"""Catalog revisions, NNNN_<what>.py; Alembic skips this file."""

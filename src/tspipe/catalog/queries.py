@@ -1,0 +1,173 @@
+"""Read-side queries of the catalog: each takes an open Session and returns records."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.orm import Session
+
+from tspipe.catalog import _convert as cv
+from tspipe.catalog.models import (
+    VIDEO_STATUSES,
+    Checkpoint,
+    Dataset,
+    Evaluation,
+    FeatureVersion,
+    Video,
+)
+from tspipe.catalog.records import (
+    BestResult,
+    CheckpointRecord,
+    Comparison,
+    ComparisonRow,
+    DatasetRecord,
+    FeatureLineage,
+    FeatureVersionRecord,
+    VideoRecord,
+)
+from tspipe.errors import CatalogError
+
+T = TypeVar("T")
+_METHOD_METRIC = re.compile(r"^([a-z][a-z0-9_]*)\.(.+)$")
+# A shorter prefix would match too much to be a useful handle for a person.
+_MIN_PREFIX = 4
+
+
+def require(session: Session, model: type[T], key: Any, what: str) -> T:
+    row = session.get(model, key)
+    if row is None:
+        raise CatalogError(f"{what} {key!r} is not in the catalog")
+    return row
+
+
+def feature(session: Session, fid: str) -> FeatureVersionRecord:
+    row = require(session, FeatureVersion, fid, "feature version")
+    name = session.scalar(select(Dataset.name).where(Dataset.id == row.dataset_id))
+    return cv.feature_record(row, name or "")
+
+
+def resolve(session: Session, id_or_prefix: str) -> str:
+    """The full feature version id from the id or a unique prefix of it (like git's)."""
+    key = id_or_prefix.strip().lower()
+    if session.get(FeatureVersion, key) is not None:
+        return key
+    found: list[str] = []
+    if len(key) >= _MIN_PREFIX:
+        found = list(session.scalars(
+            select(FeatureVersion.id)
+            .where(FeatureVersion.id.startswith(key, autoescape=True)).limit(2)))
+    if len(found) == 1:
+        return found[0]
+    why = "matches several feature versions" if found else "matches no feature version"
+    raise CatalogError(f"feature version {id_or_prefix!r} {why} in the catalog")
+
+
+def dataset_ids(dataset: str | int) -> Select[tuple[int]]:
+    """Ids of a dataset given by id (int) or by name (str: every annotation version)."""
+    match = Dataset.id == dataset if isinstance(dataset, int) else Dataset.name == dataset
+    return select(Dataset.id).where(match)
+
+
+def split_metric(metric: str, method: str | None = None) -> tuple[str | None, str]:
+    """``"gtad.average_map"`` -> ``("gtad", "average_map")``; ``"ar@100"`` -> ``(method, ...)``.
+
+    Method names are identifiers (checked when recorded), so ``"map@0.5"`` stays whole.
+    """
+    found = _METHOD_METRIC.match(metric)
+    if found is None:
+        return method, metric
+    if method is not None and method != found.group(1):
+        raise CatalogError(f"metric {metric!r} names method {found.group(1)!r}, "
+                           f"but method {method!r} was asked for")
+    return found.group(1), found.group(2)
+
+
+def datasets(session: Session) -> list[DatasetRecord]:
+    rows = session.scalars(select(Dataset).order_by(Dataset.id))
+    return [cv.dataset_record(row) for row in rows]
+
+
+def videos(session: Session, dataset: str | int | None = None,
+           status: str | None = None) -> list[VideoRecord]:
+    stmt = (select(Video, Dataset.name).join(Dataset, Video.dataset_id == Dataset.id)
+            .order_by(Video.dataset_id, Video.video_id))
+    if dataset is not None:
+        stmt = stmt.where(Video.dataset_id.in_(dataset_ids(dataset)))
+    if status is not None:
+        cv.one_of(status, VIDEO_STATUSES, field="status", item="videos query")
+        stmt = stmt.where(Video.status == status)
+    return [cv.video_record(row, name) for row, name in session.execute(stmt)]
+
+
+def feature_versions(session: Session, dataset: str | int | None = None,
+                     encoder: str | None = None) -> list[FeatureVersionRecord]:
+    stmt = (select(FeatureVersion, Dataset.name)
+            .join(Dataset, FeatureVersion.dataset_id == Dataset.id)
+            .order_by(FeatureVersion.created_at, FeatureVersion.id))
+    if dataset is not None:
+        stmt = stmt.where(FeatureVersion.dataset_id.in_(dataset_ids(dataset)))
+    if encoder is not None:
+        stmt = stmt.where(FeatureVersion.encoder == encoder)
+    return [cv.feature_record(row, name) for row, name in session.execute(stmt)]
+
+
+def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
+    version = feature(session, resolve(session, id_or_prefix))
+    dataset = cv.dataset_record(require(session, Dataset, version.dataset_id, "dataset"))
+    checkpoint = cv.checkpoint_record(
+        require(session, Checkpoint, version.checkpoint_sha256, "checkpoint"))
+    ancestors: list[CheckpointRecord] = []
+    parent, seen = checkpoint.parent_sha256, {checkpoint.sha256}
+    while parent is not None and parent not in seen:
+        ancestor = cv.checkpoint_record(require(session, Checkpoint, parent, "checkpoint"))
+        ancestors.append(ancestor)
+        seen.add(parent)
+        parent = ancestor.parent_sha256
+    evaluations = tuple(cv.evaluation_record(row) for row in session.scalars(
+        select(Evaluation).where(Evaluation.feature_version_id == version.id)
+        .order_by(Evaluation.method, Evaluation.subset, Evaluation.metric)))
+    runs = [version.mlflow_run_id, checkpoint.mlflow_run_id,
+            *(a.mlflow_run_id for a in ancestors), *(e.mlflow_run_id for e in evaluations)]
+    return FeatureLineage(
+        feature=version, dataset=dataset, checkpoint=checkpoint, ancestors=tuple(ancestors),
+        evaluations=evaluations, mlflow_run_ids=tuple(dict.fromkeys(r for r in runs if r)))
+
+
+def best(session: Session, metric: str, dataset: str | int | None = None,
+         method: str | None = None, subset: str | None = None) -> BestResult | None:
+    method, name = split_metric(metric, method)
+    where: list[ColumnElement[bool]] = [Evaluation.metric == name]
+    if method is not None:
+        where.append(Evaluation.method == method)
+    if subset is not None:
+        where.append(Evaluation.subset == subset)
+    if dataset is not None:
+        where.append(Evaluation.dataset_id.in_(dataset_ids(dataset)))
+    top = session.scalars(
+        select(Evaluation)
+        .join(FeatureVersion, Evaluation.feature_version_id == FeatureVersion.id)
+        .where(*where)
+        # Ties go to the older feature version: the first to reach the value.
+        .order_by(Evaluation.value.desc(), FeatureVersion.created_at, FeatureVersion.id)
+        .limit(1)).first()
+    if top is None:
+        return None
+    return BestResult(feature=feature(session, top.feature_version_id),
+                      evaluation=cv.evaluation_record(top))
+
+
+def compare(session: Session, id_a: str, id_b: str) -> Comparison:
+    versions = [feature(session, resolve(session, key)) for key in (id_a, id_b)]
+    values = [
+        {(e.method, e.subset, e.metric): e.value for e in session.scalars(
+            select(Evaluation).where(Evaluation.feature_version_id == version.id))}
+        for version in versions
+    ]
+    rows = []
+    for key in sorted(values[0].keys() | values[1].keys()):
+        a, b = values[0].get(key), values[1].get(key)
+        rows.append(ComparisonRow(*key, value_a=a, value_b=b,
+                                  difference=None if a is None or b is None else b - a))
+    return Comparison(a=versions[0], b=versions[1], rows=tuple(rows))
