@@ -27,10 +27,11 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Url = Annotated[str, typer.Option(
-    "--url", envvar="TSPIPE_CATALOG_URL", show_default=True,
+Url = Annotated[str | None, typer.Option(
+    "--url", envvar="TSPIPE_CATALOG_URL", show_default=False,
     help="Catalog database: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB "
-         "(the password is never printed).")]
+         "(the password is never printed). Default: catalog.url of ./params.yaml if there "
+         f"is one, else {DEFAULT_URL}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 DatasetName = Annotated[str | None, typer.Option(
     "--dataset", help="Only this dataset (its name: every annotation version).")]
@@ -47,11 +48,24 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1)
 
 
+def resolve_url(url: str | None) -> str:
+    """--url / TSPIPE_CATALOG_URL, else the project's params.yaml, else the default; a
+    relative SQLite path is taken from the current directory (the run directory)."""
+    from tspipe.config import load_params
+    from tspipe.paths import RunPaths
+
+    paths = RunPaths.at(".")
+    if url is None:
+        params_file = paths.resolve("params.yaml")
+        url = load_params(params_file).catalog.url if params_file.exists() else DEFAULT_URL
+    return paths.resolve_sqlite_url(url)
+
+
 @contextmanager
-def _opened(url: str) -> Iterator[Catalog]:
+def _opened(url: str | None) -> Iterator[Catalog]:
     """The catalog; a CatalogError while opening or querying exits 1 with its message."""
     try:
-        with Catalog(url) as catalog:
+        with Catalog(resolve_url(url)) as catalog:
             yield catalog
     except CatalogError as exc:
         _fail(exc)
@@ -75,8 +89,9 @@ def _when(record: Any, field: str = "created_at") -> str:
 
 
 @app.command()
-def upgrade(url: Url = DEFAULT_URL) -> None:
+def upgrade(url: Url = None) -> None:
     """Create or migrate the catalog's tables to this tspipe's schema (safe to rerun)."""
+    url = resolve_url(url)
     try:
         revision = upgrade_catalog(url)
     except CatalogError as exc:
@@ -89,7 +104,7 @@ def upgrade(url: Url = DEFAULT_URL) -> None:
 def list_(
     dataset: DatasetName = None,
     encoder: Annotated[str | None, typer.Option(help="Only this encoder.")] = None,
-    url: Url = DEFAULT_URL, as_json: Json = False,
+    url: Url = None, as_json: Json = False,
 ) -> None:
     """List feature versions, oldest first."""
     with _opened(url) as catalog:
@@ -106,7 +121,7 @@ def list_(
 @app.command()
 def show(
     feature_id: Annotated[str, typer.Argument(help="Feature version id or a unique prefix.")],
-    url: Url = DEFAULT_URL, as_json: Json = False,
+    url: Url = None, as_json: Json = False,
 ) -> None:
     """Show a feature version's lineage: dataset, checkpoints, params, scores, runs."""
     with _opened(url) as catalog:
@@ -140,7 +155,7 @@ def best(
     dataset: DatasetName = None,
     method: Annotated[str | None, typer.Option(help="Only this method (bmn, gtad).")] = None,
     subset: Annotated[str | None, typer.Option(help="Only this subset.")] = None,
-    url: Url = DEFAULT_URL, as_json: Json = False,
+    url: Url = None, as_json: Json = False,
 ) -> None:
     """Find the feature version with the highest value of a metric (exit 1 if none)."""
     with _opened(url) as catalog:
@@ -167,7 +182,7 @@ def best(
 def compare(
     id1: Annotated[str, typer.Argument(help="First feature version (a): id or prefix.")],
     id2: Annotated[str, typer.Argument(help="Second feature version (b): id or prefix.")],
-    url: Url = DEFAULT_URL, as_json: Json = False,
+    url: Url = None, as_json: Json = False,
 ) -> None:
     """Compare two feature versions' scores per method, subset and metric (b - a)."""
     with _opened(url) as catalog:
@@ -190,7 +205,7 @@ def videos(
     dataset: DatasetName = None,
     status: Annotated[str | None, typer.Option(
         help="Only videos with this status: ok, missing, failed, pending.")] = None,
-    url: Url = DEFAULT_URL, as_json: Json = False,
+    url: Url = None, as_json: Json = False,
 ) -> None:
     """List videos and their status (why a video is missing or failed)."""
     with _opened(url) as catalog:
@@ -205,7 +220,7 @@ def videos(
 
 
 @app.command()
-def datasets(url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def datasets(url: Url = None, as_json: Json = False) -> None:
     """List registered datasets (one row per annotation file version)."""
     with _opened(url) as catalog:
         rows = catalog.datasets()
