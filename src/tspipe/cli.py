@@ -31,11 +31,12 @@ log = logging.getLogger("tspipe")
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-                        force=True)
-    for noisy in ("alembic", "httpx", "urllib3", "mlflow", "prefect", "numexpr"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # tspipe's own loggers only: Prefect and MLflow keep their own handlers and levels.
+    handler = RichHandler(show_path=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
 
 
 @app.callback()

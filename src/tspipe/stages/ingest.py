@@ -18,7 +18,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tspipe.config import DatasetConfig
-from tspipe.data.annotations import Annotations, read_annotations, summary, write_activitynet
+from tspipe.data.annotations import (
+    Annotations,
+    detect_format,
+    read_annotations,
+    summary,
+    write_activitynet,
+)
 from tspipe.errors import StageError
 from tspipe.io import atomic_write_json, atomic_write_text, sha256_file
 from tspipe.paths import RunPaths
@@ -111,7 +117,8 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
     })
     counts = selected.counts()
     result = IngestResult(
-        dataset=cfg.name, format=str(report.get("format", cfg.format)), source=str(source),
+        dataset=cfg.name, format=detect_format(source) if cfg.format == "auto" else cfg.format,
+        source=str(source),
         source_sha256=tree_hash(source) or "", annotations=paths.annotations,
         annotations_sha256=sha256_file(paths.annotations), subsets=list(cfg.subsets),
         videos=counts.videos, segments=counts.segments, background=counts.background,
