@@ -29,10 +29,12 @@ log = logging.getLogger("tspipe")
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     # tspipe's own loggers only: Prefect and MLflow keep their own handlers and levels.
-    handler = RichHandler(show_path=False, rich_tracebacks=False)
+    # Logs on stderr: stdout is for results (JSON that scripts parse).
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -169,9 +171,21 @@ def annotations(
         report = {**report, "issues": [str(i) for i in ann.issues]}
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(path))
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if not isinstance(value, dict | list):
+            table.add_row(key, str(value))
+    for subset, counts in (report.get("per_subset") or {}).items():
+        table.add_row(f"{subset}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    console = Console()
+    console.print(table)
     for issue in ann.issues:
-        typer.echo(str(issue))
+        console.print(str(issue), markup=False, highlight=False)
 
 
 def _mount_catalog() -> None:
