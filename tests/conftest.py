@@ -31,7 +31,9 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real annotation files and sample videos (../shared/data beside the repo)."""
-    path = Path(os.environ.get("TSPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    if not path.is_dir():
-        pytest.fail(f"shared test data not found at {path}; set TSPIPE_SHARED_DATA")
-    return path
+    candidates = [Path(os.environ["TSPIPE_SHARED_DATA"])] if "TSPIPE_SHARED_DATA" in os.environ \
+        else [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    pytest.fail(f"shared test data not found at {candidates}; set TSPIPE_SHARED_DATA")
