@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -14,9 +15,15 @@ from tspipe.io import sha256_json
 log = logging.getLogger(__name__)
 
 
+def find_tool(name: str) -> str | None:
+    """A command installed beside this Python (the venv's dvc) first, else from PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
 def git_commit(root: Path) -> str | None:
     """The checked-out commit of the repository holding ``root`` (``+dirty`` if modified)."""
-    git = shutil.which("git")
+    git = find_tool("git")
     if git is None:
         return None
     try:

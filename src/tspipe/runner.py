@@ -52,6 +52,18 @@ def stage_run(tracker: Tracker | None, name: str, params: Params, *,
         yield run
 
 
+@contextlib.contextmanager
+def pipeline_run(tracker: Tracker | None, params: Params,
+                 tags: Mapping[str, str] | None = None) -> Iterator[TrackedRun]:
+    """The parent MLflow run of a pipeline run (all params), or a no-op handle."""
+    if tracker is None:
+        yield TrackedRun(None, None)
+        return
+    all_tags = {**tracker.base_tags(params), TAG_KIND: "pipeline", **(tags or {})}
+    with tracker.run("pipeline", params=params.model_dump(mode="json"), tags=all_tags) as run:
+        yield run
+
+
 def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, paths: RunPaths,
                    *, cached: bool = False) -> None:
     """Log the stage's result to its MLflow run and register it in the catalog."""

@@ -80,3 +80,20 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
             rel = "src/" + module.replace(".", "/")
             assert any(rel == d.removesuffix(".py") or rel.startswith(d + "/")
                        for d in deps), f"{name}: {module} missing from deps {deps}"
+
+
+def test_prefect_flow_and_dvc_agree(dvc_project):
+    """After the Prefect pipeline, DVC finds nothing to do, and the outputs push to the
+    local remote configured by default."""
+    from tspipe.flows.pipeline import tspipe_pipeline
+
+    root = dvc_project
+    summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
+    assert summary["dvc_committed"] is True
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    assert "Running stage" not in dvc(root, "repro").stdout
+    dvc(root, "push")
+    remote = root / ".dvc-remote"
+    pushed = [p for p in remote.rglob("*") if p.is_file()]
+    # every video, the two annotation JSONs, the synth manifest and ingest's report
+    assert len(pushed) >= 3 + 4

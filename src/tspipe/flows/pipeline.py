@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from typing import Any
 
@@ -12,8 +11,10 @@ from prefect.runtime import flow_run
 
 from tspipe.flows.stages import STAGE_FLOWS, load
 from tspipe.paths import RunPaths
+from tspipe.provenance import find_tool
+from tspipe.runner import pipeline_run
 from tspipe.stages import PIPELINE, STAGES
-from tspipe.tracking import TAG_FLOW_RUN, TAG_KIND, make_tracker
+from tspipe.tracking import TAG_FLOW_RUN, make_tracker
 
 
 @task(name="dvc-commit")
@@ -21,7 +22,7 @@ def dvc_commit(root: str, stages: list[str]) -> bool:
     """Record in dvc.lock what the flow produced, so `dvc status` is clean and `dvc repro`
     does not redo it. Only when the run directory is a DVC project using its params.yaml."""
     paths = RunPaths.at(root)
-    dvc = shutil.which("dvc")
+    dvc = find_tool("dvc")
     if dvc is None or not (paths.root / "dvc.yaml").exists() or not (paths.root / ".dvc").is_dir():
         return False
     subprocess.run([dvc, "commit", "--force", "--quiet", *stages], cwd=paths.root, check=True,
@@ -33,27 +34,18 @@ def dvc_commit(root: str, stages: list[str]) -> bool:
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
     """Run the pipeline: synth (if enabled) -> ingest (later: download -> decode -> ...)."""
     params, paths = load(params_path, root)
-    tracker = make_tracker(params, paths)
-    rows: list[dict[str, Any]] = []
-    tags = {TAG_KIND: "pipeline", **({TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {})}
-    parent_id = None
+    tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     ran = [n for n in PIPELINE if STAGES[n].enabled(params)]
-    if tracker is not None:
-        ctx = tracker.run("pipeline", params=params.model_dump(mode="json"),
-                          tags={**tracker.base_tags(params), **tags})
-    else:
-        import contextlib
-
-        ctx = contextlib.nullcontext(None)
-    with ctx as parent:
-        parent_id = parent.run_id if parent is not None else None
+    rows: list[dict[str, Any]] = []
+    with pipeline_run(make_tracker(params, paths), params, tags) as parent:
         for name in ran:
             rows.append(STAGE_FLOWS[name](params_path=params_path, root=root,
-                                          parent_run_id=parent_id))
+                                          parent_run_id=parent.run_id))
+        # dvc.lock describes params.yaml: another params file must not be recorded there.
         uses_default_params = paths.resolve(params_path) == paths.root / "params.yaml"
         committed = dvc_commit(root, ran) if uses_default_params else False
     table = "\n".join(f"| {r['stage']} | {'cached' if r['cached'] else 'ran'} | {r['summary']} |"
                       for r in rows)
     create_markdown_artifact(f"| stage | state | summary |\n|---|---|---|\n{table}",
                              key="tspipe-pipeline", description="tspipe pipeline run")
-    return {"stages": rows, "mlflow_run_id": parent_id, "dvc_committed": committed}
+    return {"stages": rows, "mlflow_run_id": parent.run_id, "dvc_committed": committed}
