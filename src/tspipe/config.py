@@ -87,24 +87,36 @@ class SynthConfig(Section):
 
 
 class DownloadConfig(Section):
-    out_dir: str = "data/videos"
+    """Fetch every video once into ``data/videos`` (names from ``tspipe.paths``)."""
+
     # A folder or URL tried before each video's own url: <mirror>/<video_id>.<ext>.
     mirror: str | None = None
     workers: PosInt = 4
-    retries: NonNegInt = 3
-    backoff_s: PosFloat = 1.0
-    timeout_s: PosFloat = 60.0
+    retries: NonNegInt = 3  # transient errors only (5xx, resets, timeouts)
+    backoff_s: PosFloat = 1.0  # first wait; doubles per retry, with full jitter
+    backoff_max_s: PosFloat = 30.0
+    timeout_s: PosFloat = 60.0  # per request (connect and read)
     max_height: PosInt = 360  # yt-dlp format cap
-    allowed_schemes: list[str] = ["https", "http", "s3", "gs", "file", "local", "youtube"]
+    allowed_schemes: list[Literal["https", "http", "s3", "gs", "file", "local", "youtube"]] = [
+        "https", "http", "s3", "gs", "file", "local", "youtube"]
+    verify_decodable: bool = True  # probe a finished download before accepting it
+    batch_size: PosInt = 100  # videos per Prefect task
 
 
 class DecodeConfig(Section):
-    fps: PosFloat = 30.0  # videos are standardized to constant frame rate first (TSP: 30)
-    short_side: PosInt = 128
-    backend: Literal["decord", "pyav"] = "decord"
-    # Background rows of the clip table: gaps between merged segments at least this long.
+    """Probe, standardize (constant frame rate, optional resize) and index into clips."""
+
+    backend: Literal["auto", "pyav", "decord", "torchcodec"] = "auto"
+    standardize: bool = True  # re-encode to constant fps (TSP: every video at 30 fps)
+    fps: PosFloat = 30.0
+    short_side: PosInt | None = None  # resize on standardizing; None keeps the size
+    gop: PosInt = 15  # keyframe interval of standardized files, frames (fast seeking)
+    crf: Annotated[int, Field(ge=0, le=51)] = 18
+    # Background ("No action") rows of the ground-truth clip table: gaps between merged
+    # action segments over [0, duration] at least this long, seconds.
     min_background: NonNegFloat = 1.0
     workers: PosInt = 2
+    batch_size: PosInt = 50  # videos per Prefect task
 
 
 class ClipConfig(Section):
