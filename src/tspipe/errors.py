@@ -39,3 +39,25 @@ class CatalogError(TspipeError):
 
 class StageError(TspipeError):
     """A stage cannot run: a missing input, an output that cannot be written."""
+
+
+class DownloadError(TspipeError):
+    """A video could not be fetched. ``permanent`` errors (404, private, removed, refused
+    scheme) are not retried; transient ones (5xx, reset, timeout) are."""
+
+    def __init__(self, video_id: str, source: str, message: str, *,
+                 permanent: bool) -> None:
+        self.video_id = video_id
+        self.source = source
+        self.permanent = permanent
+        super().__init__(f"video {video_id!r} from {source}: {message}")
+
+
+class VideoError(TspipeError):
+    """A video file cannot be probed or decoded (zero bytes, truncated, no video stream)."""
+
+    def __init__(self, path: str | Path, message: str, *, video_id: str | None = None) -> None:
+        self.path = str(path)
+        self.video_id = video_id
+        who = f"video {video_id!r} ({self.path})" if video_id else self.path
+        super().__init__(f"{who}: {message}")

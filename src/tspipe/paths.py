@@ -60,12 +60,27 @@ class RunPaths:
         return self.videos / f"{safe_id(video_id)}{ext}"
 
     @property
+    def standardized(self) -> Path:
+        """Constant-frame-rate copies made by ``decode`` (the originals stay untouched)."""
+        return self.data / "standardized"
+
+    @property
     def manifest(self) -> Path:
         return self.data / "manifest" / "downloads.json"
 
     @property
     def clips(self) -> Path:
         return self.data / "clips"
+
+    @property
+    def groundtruth_table(self) -> Path:
+        """TSP-style segment rows (action and background) for training: Parquet."""
+        return self.clips / "groundtruth.parquet"
+
+    @property
+    def windows_table(self) -> Path:
+        """Sliding clip windows per video for extraction: Parquet."""
+        return self.clips / "windows.parquet"
 
     @property
     def decode_report(self) -> Path:
