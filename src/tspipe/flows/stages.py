@@ -17,7 +17,7 @@ from tspipe.config import Params, load_params
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
 from tspipe.runner import record_outcome, stage_run
-from tspipe.stages import STAGES
+from tspipe.stages import STAGES, Batch
 from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
 
 
@@ -42,14 +42,49 @@ class StageInputsPolicy(CachePolicy):
         return f"{stage.name}-{stage.input_hash(params, paths)}"
 
 
+@dataclass
+class BatchInputsPolicy(CachePolicy):
+    """Cache key of one batch = its content key (ids, their entries or files' sha256) plus
+    the stage's params sections and code. A batch whose outputs are missing refreshes."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        params, _ = load(inputs["params_path"], inputs["root"])
+        stage = STAGES[inputs["name"]]
+        batch = Batch(tuple(inputs["ids"]), inputs["batch_key"])
+        return f"{stage.name}-batch-{stage.batch_key(params, batch)}"
+
+
+@task(name="run-batch", persist_result=True)
+def run_batch_task(name: str, params_path: str, root: str, ids: list[str], batch_key: str,
+                   mlflow_run_id: str | None) -> int:
+    """One batch of a many-video stage; what it writes is its result, so it returns a count."""
+    params, paths = load(params_path, root)
+    reporter = _reporter(params, paths, mlflow_run_id)
+    batching = STAGES[name].batching
+    assert batching is not None
+    batching.run_batch(params, paths, Batch(tuple(ids), batch_key), reporter)
+    return len(ids)
+
+
+@task(name="finalize-stage")
+def finalize_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
+    params, paths = load(params_path, root)
+    batching = STAGES[name].batching
+    assert batching is not None
+    return batching.finalize(params, paths, _reporter(params, paths, mlflow_run_id))
+
+
+def _reporter(params: Params, paths: RunPaths, mlflow_run_id: str | None) -> MultiReporter:
+    return MultiReporter(LoggingReporter(get_run_logger()),  # type: ignore[arg-type]
+                         MlflowReporter(TrackedRun(make_tracker(params, paths), mlflow_run_id)))
+
+
 @task(name="run-stage", persist_result=True)
 def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
     """Runs the stage function; its (pickled) result is the cached value."""
     params, paths = load(params_path, root)
-    tracker = make_tracker(params, paths)
-    reporter = MultiReporter(LoggingReporter(get_run_logger()),  # type: ignore[arg-type]
-                             MlflowReporter(TrackedRun(tracker, mlflow_run_id)))
-    return STAGES[name].run(params, paths, reporter)
+    return STAGES[name].run(params, paths, _reporter(params, paths, mlflow_run_id))
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -87,12 +122,28 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
     policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
     tracker = make_tracker(params, paths)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
+    stage = STAGES[name]
     with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
-        refresh = not STAGES[name].outputs_present(params, paths)
-        state = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh)(
-            name, params_path, root, run.run_id, return_state=True)
-        result = state.result()
-        cached = state.name == "Cached"
+        if stage.batching is None:
+            refresh = not stage.outputs_present(params, paths)
+            state = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh)(
+                name, params_path, root, run.run_id, return_state=True)
+            result = state.result()
+            cached = state.name == "Cached"
+        else:
+            batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
+            states = []
+            for batch in stage.batching.batches(params, paths):
+                refresh = not stage.batching.batch_done(params, paths, batch)
+                states.append(run_batch_task.with_options(
+                    cache_policy=batch_policy, refresh_cache=refresh,
+                    task_run_name=f"{name}-batch-{batch.ids[0]}")(
+                    name, params_path, root, list(batch.ids), batch.key, run.run_id,
+                    return_state=True))
+            for st in states:
+                st.result()  # raise the first failure
+            result = finalize_task(name, params_path, root, run.run_id)
+            cached = bool(states) and all(st.name == "Cached" for st in states)
         record_task(name, result, params_path, root, run.run_id, cached)
     create_markdown_artifact(_markdown(name, result, cached), key=f"tspipe-{name}",
                              description=f"tspipe stage {name}")

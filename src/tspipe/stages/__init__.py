@@ -12,7 +12,7 @@ from pathlib import Path
 from tspipe.config import Params
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Stage, StageResult, tree_hash
+from tspipe.stages.base import Batch, Batching, Stage, StageResult, tree_hash
 
 
 def _run_synth(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
@@ -38,7 +38,7 @@ STAGES: dict[str, Stage] = {
         name="synth",
         help="Generate the SynthActions videos and their ActivityNet JSON.",
         sections=("synth",),
-        run=_run_synth,
+        run_whole=_run_synth,
         inputs=lambda params, paths: [],
         outputs=lambda params, paths: [paths.resolve(params.synth.out_dir)],
         code=("tspipe.data.synth", "tspipe.data.synth_render"),
@@ -48,7 +48,7 @@ STAGES: dict[str, Stage] = {
         name="ingest",
         help="Read and validate the dataset's annotations; write them normalized.",
         sections=("dataset",),
-        run=_run_ingest,
+        run_whole=_run_ingest,
         inputs=_ingest_inputs,
         outputs=lambda params, paths: [paths.annotations, paths.annotation_report,
                                        paths.metrics("ingest"),
@@ -61,4 +61,4 @@ STAGES: dict[str, Stage] = {
 
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 
-__all__ = ["PIPELINE", "STAGES", "Stage", "StageResult", "tree_hash"]
+__all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "Stage", "StageResult", "tree_hash"]

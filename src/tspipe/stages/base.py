@@ -48,15 +48,52 @@ def result_dict(result: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """A unit of a stage with many videos: which ids, and a content hash of what decides
+    their output (their annotation entries, their files' sha256)."""
+
+    ids: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a stage with many units splits: the Prefect door runs one cached task per batch
+    and then ``finalize``; the CLI (and so DVC) runs every batch, then ``finalize``."""
+
+    batches: Callable[[Params, RunPaths], list[Batch]]
+    run_batch: Callable[[Params, RunPaths, Batch, Reporter], Any]
+    batch_done: Callable[[Params, RunPaths, Batch], bool]
+    finalize: Callable[[Params, RunPaths, Reporter], Any]
+
+    def run_all(self, params: Params, paths: RunPaths, reporter: Reporter) -> Any:
+        for batch in self.batches(params, paths):
+            self.run_batch(params, paths, batch, reporter)
+        return self.finalize(params, paths, reporter)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     help: str
     sections: tuple[str, ...]
-    run: Callable[[Params, RunPaths, Reporter], Any]
     inputs: Callable[[Params, RunPaths], list[Path]]
     outputs: Callable[[Params, RunPaths], list[Path]]
     code: tuple[str, ...]  # modules whose source decides the output
+    run_whole: Callable[[Params, RunPaths, Reporter], Any] | None = None
+    batching: Batching | None = None
     enabled: Callable[[Params], bool] = lambda params: True
+
+    def run(self, params: Params, paths: RunPaths, reporter: Reporter) -> Any:
+        """Run the whole stage now (no cache): what `tspipe stage NAME` does."""
+        if self.batching is not None:
+            return self.batching.run_all(params, paths, reporter)
+        assert self.run_whole is not None, self.name
+        return self.run_whole(params, paths, reporter)
+
+    def batch_key(self, params: Params, batch: Batch) -> str:
+        return sha256_json({"stage": self.name, "params": params.section_hash(*self.sections),
+                            "code": self.code_version(), "batch": batch.key})
 
     def code_version(self) -> str:
         """Hash of the package version and the source of the stage's modules."""
