@@ -14,6 +14,7 @@ from typing import Any
 from tspipe.catalog import Catalog, VideoRow, upgrade
 from tspipe.config import Params
 from tspipe.data.annotations import read_activitynet
+from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,33 @@ def _record_ingest(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     cat.upsert_videos(dataset.id, rows)
 
 
+def _dataset_id(cat: Catalog, paths: RunPaths, params: Params) -> int:
+    """The catalog row of the ingested annotations (ingest registered it)."""
+    from tspipe.io import sha256_file
+
+    ann_sha = sha256_file(paths.annotations)
+    for d in cat.datasets():
+        if d.name == params.dataset.name and d.annotation_sha256 == ann_sha:
+            return d.id
+    raise StageError(f"catalog: dataset {params.dataset.name!r} with annotations "
+                     f"{ann_sha[:12]} is not registered; run the ingest stage first")
+
+
+def _record_download(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                     mlflow_run_id: str | None) -> None:
+    from tspipe.data.download import read_manifest
+
+    entries = read_manifest(result.manifest)
+    ann = read_activitynet(paths.annotations)
+    cat.upsert_videos(_dataset_id(cat, paths, params), [
+        VideoRow(video_id=e.video_id, source=e.source, sha256=e.sha256, status=e.status,
+                 reason=e.reason)
+        for e in entries.values() if e.video_id in ann.videos])
+
+
 RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
     "ingest": _record_ingest,
+    "download": _record_download,
 }
 
 

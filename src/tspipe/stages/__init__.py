@@ -7,7 +7,10 @@ catalog rows, one recorder in ``tspipe.recording``.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tspipe.config import Params
 from tspipe.paths import RunPaths
@@ -58,6 +61,31 @@ STAGES: dict[str, Stage] = {
               "tspipe.data.annotations.load"),
     ),
 }
+
+def _lazy(module: str, attr: str) -> Callable[..., Any]:
+    """A stage function imported on first call: listing stages stays cheap."""
+
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(*args)
+
+    call.__name__ = attr
+    return call
+
+
+def _batching(module: str) -> Batching:
+    return Batching(*(_lazy(module, f) for f in ("batches", "run_batch", "batch_done",
+                                                   "finalize")))
+
+
+STAGES["download"] = Stage(
+    name="download",
+    help="Fetch every annotated video once (mirror, HTTP, yt-dlp, s3/gs, local); manifest.",
+    sections=("download",),
+    inputs=lambda params, paths: [paths.annotations],
+    outputs=lambda params, paths: [paths.videos, paths.manifest, paths.metrics("download")],
+    code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.download_sources"),
+    batching=_batching("tspipe.stages.download"),
+)
 
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 

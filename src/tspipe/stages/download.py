@@ -1,0 +1,91 @@
+"""Stage ``download``: every video of the ingested annotations fetched once into
+``data/videos``, with a manifest (``data/manifest/downloads.json``) saying for each video
+where it came from, its size and sha256, and ``ok | missing | failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tspipe.config import Params
+from tspipe.data.annotations import Annotations, read_activitynet
+from tspipe.data.download import download_all, read_manifest, summarize
+from tspipe.io import atomic_write_json, sha256_json
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import Batch, result_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DownloadStageResult:
+    manifest: Path
+    videos: int
+    ok: int
+    missing: int
+    failed: int
+    bytes: int
+    summary: str
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in ("videos", "ok", "missing", "failed",
+                                                      "bytes")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def _annotations(paths: RunPaths) -> Annotations:
+    return read_activitynet(paths.annotations)
+
+
+def batches(params: Params, paths: RunPaths) -> list[Batch]:
+    """Videos in id order, ``download.batch_size`` per batch; the key covers their urls."""
+    ann = _annotations(paths)
+    ids = sorted(ann.videos)
+    size = params.download.batch_size
+    out = []
+    for i in range(0, len(ids), size):
+        chunk = tuple(ids[i:i + size])
+        out.append(Batch(chunk, sha256_json([[v, ann.videos[v].url] for v in chunk])))
+    return out
+
+
+def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> Any:
+    ann = _annotations(paths)
+    return download_all([ann.videos[v] for v in batch.ids], params.download, paths.videos,
+                        paths.manifest, source_dir=paths.annotations_dir, reporter=reporter)
+
+
+def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
+    """Every video of the batch has a manifest entry, and every ``ok`` one its file."""
+    if not paths.manifest.exists():
+        return False
+    entries = read_manifest(paths.manifest)
+    for vid in batch.ids:
+        entry = entries.get(vid)
+        if entry is None:
+            return False
+        if entry.status == "ok" and not (paths.manifest.parent / entry.path).exists():
+            return False
+    return True
+
+
+def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> DownloadStageResult:
+    """Counts over the manifest entries of the videos the annotations list now."""
+    ann = _annotations(paths)
+    entries = read_manifest(paths.manifest) if paths.manifest.exists() else {}
+    mine = [entries[v] for v in sorted(ann.videos) if v in entries]
+    counts = {s: sum(e.status == s for e in mine) for s in ("ok", "missing", "failed")}
+    result = DownloadStageResult(
+        manifest=paths.manifest, videos=len(ann.videos), ok=counts["ok"],
+        missing=counts["missing"], failed=counts["failed"] + len(ann.videos) - len(mine),
+        bytes=sum(e.bytes or 0 for e in mine if e.status == "ok"), summary=summarize(mine),
+    )
+    atomic_write_json(paths.metrics("download"), result.metrics())
+    reporter.message(f"download: {result.summary}")
+    return result
