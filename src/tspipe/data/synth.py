@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -147,7 +147,8 @@ def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = No
     _write_manifest(manifest_path, config_hash, entries)
 
     annotations_path = atomic_write_json(out_dir / ANNOTATIONS_NAME,
-                                         to_activitynet(videos, classes))
+                                         to_activitynet(videos, classes, {
+                                             k: e["sha256"] for k, e in entries.items()}))
     result = SynthResult(
         out_dir=out_dir, annotations_path=annotations_path, videos=len(videos),
         segments=sum(len(v.spans) for v in videos), classes=classes,
@@ -180,8 +181,12 @@ def plan_videos(cfg: SynthConfig) -> list[SynthVideo]:
     return videos
 
 
-def to_activitynet(videos: Iterable[SynthVideo], classes: Sequence[str]) -> dict[str, Any]:
-    """ActivityNet v1.3 annotations: taxonomy with one root and a leaf per class, database."""
+def to_activitynet(videos: Iterable[SynthVideo], classes: Sequence[str],
+                   sha256: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """ActivityNet v1.3 annotations: taxonomy with one root and a leaf per class, database.
+
+    ``sha256`` (video id -> file checksum), when given, goes into each entry: the download
+    stage then knows when a copy it holds is stale (e.g. after a change of ``synth.crf``)."""
     taxonomy: list[dict[str, Any]] = [
         {"nodeId": 0, "nodeName": TAXONOMY_ROOT, "parentId": None, "parentName": None}]
     taxonomy += [{"nodeId": k + 1, "nodeName": name, "parentId": 0, "parentName": TAXONOMY_ROOT}
@@ -193,6 +198,7 @@ def to_activitynet(videos: Iterable[SynthVideo], classes: Sequence[str]) -> dict
             "duration": v.duration,
             "resolution": f"{v.width}x{v.height}",
             "annotations": [{"segment": [t0, t1], "label": v.label} for t0, t1 in v.segments],
+            **({"sha256": sha256[v.video_id]} if sha256 and v.video_id in sha256 else {}),
         }
         for v in videos
     }

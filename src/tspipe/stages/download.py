@@ -6,13 +6,13 @@ where it came from, its size and sha256, and ``ok | missing | failed`` with the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params
 from tspipe.data.annotations import Annotations, read_activitynet
-from tspipe.data.download import download_all, read_manifest, summarize
+from tspipe.data.download import download_all, read_manifest, summarize, write_manifest
 from tspipe.io import atomic_write_json, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
@@ -55,10 +55,36 @@ def batches(params: Params, paths: RunPaths) -> list[Batch]:
     return out
 
 
+def _declared_sha256(ann: Annotations, video_id: str) -> str | None:
+    """A checksum the annotation file itself gives for the video (SynthActions does)."""
+    value = ann.videos[video_id].extra.get("sha256")
+    return value if isinstance(value, str) else None
+
+
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> Any:
     ann = _annotations(paths)
-    return download_all([ann.videos[v] for v in batch.ids], params.download, paths.videos,
-                        paths.manifest, source_dir=paths.annotations_dir, reporter=reporter)
+    # A copy whose checksum differs from the one the annotations declare is stale: removed
+    # here so that it is fetched again.
+    entries = read_manifest(paths.manifest) if paths.manifest.exists() else {}
+    for vid in batch.ids:
+        declared, entry = _declared_sha256(ann, vid), entries.get(vid)
+        if declared and entry and entry.sha256 and entry.sha256 != declared and entry.path:
+            (paths.manifest.parent / entry.path).unlink(missing_ok=True)
+    result = download_all([ann.videos[v] for v in batch.ids], params.download, paths.videos,
+                          paths.manifest, source_dir=paths.annotations_dir, reporter=reporter)
+    entries = read_manifest(paths.manifest)
+    wrong = {vid: entries[vid] for vid in batch.ids if vid in entries
+             and entries[vid].status == "ok" and _declared_sha256(ann, vid)
+             and entries[vid].sha256 != _declared_sha256(ann, vid)}
+    if wrong:
+        for vid, entry in wrong.items():
+            reason = (f"sha256 {entry.sha256[:12]}... differs from the annotation's "
+                      f"{_declared_sha256(ann, vid)[:12]}...")
+            reporter.message(f"download: video {vid!r} from {entry.source}: {reason}",
+                             logging.WARNING)
+            entries[vid] = replace(entry, status="failed", reason=reason)
+        write_manifest(paths.manifest, entries)
+    return result
 
 
 def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
