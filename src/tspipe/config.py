@@ -112,9 +112,14 @@ class DecodeConfig(Section):
     short_side: PosInt | None = None  # resize on standardizing; None keeps the size
     gop: PosInt = 15  # keyframe interval of standardized files, frames (fast seeking)
     crf: Annotated[int, Field(ge=0, le=51)] = 18
-    # Background ("No action") rows of the ground-truth clip table: gaps between merged
-    # action segments over [0, duration] at least this long, seconds.
-    min_background: NonNegFloat = 1.0
+    # Background ("No action") rows of the ground-truth table: gaps between action segments
+    # over [0, duration] at least this many clips long (clip.frames / clip.fps seconds
+    # each). TSP's released tables: 5 on ActivityNet, 1 on THUMOS14 (measured, see README).
+    min_background_clips: NonNegInt = 1
+    # "merged": gaps between merged (overlapping/touching) segments; "consecutive": TSP's
+    # own rule, gaps from each row's end in start order (opens false gaps inside a long
+    # segment that contains a shorter one).
+    background_gaps: Literal["merged", "consecutive"] = "merged"
     workers: PosInt = 2
     batch_size: PosInt = 50  # videos per Prefect task
 
