@@ -87,9 +87,28 @@ def _record_download(cat: Catalog, result: Any, params: Params, paths: RunPaths,
         for e in entries.values() if e.video_id in ann.videos])
 
 
+def _record_decode(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                   mlflow_run_id: str | None) -> None:
+    """Decoded facts per video; a video that failed to decode is ``failed`` with why."""
+    import json
+
+    report = json.loads(result.report.read_text(encoding="utf-8"))
+    rows = []
+    for r in report["videos"]:
+        if r["status"] == "ok":
+            facts = r.get("standardized") or r["original"]
+            rows.append(VideoRow(video_id=r["video_id"], duration=facts["duration"],
+                                 fps=facts["fps"], num_frames=facts["frames_decoded"],
+                                 status="ok", reason="; ".join(r.get("warnings", [])) or None))
+        elif r["status"] == "failed":
+            rows.append(VideoRow(video_id=r["video_id"], status="failed", reason=r["reason"]))
+    cat.upsert_videos(_dataset_id(cat, paths, params), rows)
+
+
 RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
     "ingest": _record_ingest,
     "download": _record_download,
+    "decode": _record_decode,
 }
 
 

@@ -87,6 +87,19 @@ STAGES["download"] = Stage(
     batching=_batching("tspipe.stages.download"),
 )
 
+STAGES["decode"] = Stage(
+    name="decode",
+    help="Probe, standardize to constant fps, and index into TSP and sliding-window tables.",
+    sections=("decode", "clip"),
+    inputs=lambda params, paths: [paths.annotations, paths.manifest],
+    outputs=lambda params, paths: [paths.decode_report, paths.groundtruth_table,
+                                   paths.windows_table, paths.metrics("decode")],
+    code=("tspipe.stages.decode", "tspipe.data.clips", "tspipe.data.clip_sampler",
+          "tspipe.data.video.probe", "tspipe.data.video.standardize",
+          "tspipe.data.video.decode", "tspipe.data.video.timeline"),
+    batching=_batching("tspipe.stages.decode"),
+)
+
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 
 __all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "Stage", "StageResult", "tree_hash"]
