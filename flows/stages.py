@@ -4,5 +4,7 @@ from tspipe.flows.stages import STAGE_FLOWS
 
 synth = STAGE_FLOWS["synth"]
 ingest = STAGE_FLOWS["ingest"]
+download = STAGE_FLOWS["download"]
+decode = STAGE_FLOWS["decode"]
 
-__all__ = ["ingest", "synth"]
+__all__ = ["decode", "download", "ingest", "synth"]

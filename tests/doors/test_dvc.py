@@ -37,35 +37,42 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
     assert len(ann["database"]) == 3
     assert json.loads((root / "metrics/ingest.json").read_text())["videos"] == 3.0
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"synth", "ingest"}
+    assert set(lock["stages"]) == set(STAGES)
+    manifest = json.loads((root / "data/manifest/downloads.json").read_text())
+    assert [e["status"] for e in manifest["videos"]] == ["ok"] * 3
+    decode = json.loads((root / "metrics/decode.json").read_text())
+    assert decode["ok"] == 3.0 and decode["action_rows"] >= 3
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
 
-    synth_before = mtimes(root / "data/synth")
-    ingest_before = mtimes(root / "data/annotations")
+    upstream = ("data/synth", "data/annotations", "data/videos", "data/manifest")
+    before = {d: mtimes(root / d) for d in upstream}
+    clips_before = mtimes(root / "data/clips")
     second = dvc(root, "repro")
     assert "Running stage" not in second.stdout
-    assert mtimes(root / "data/synth") == synth_before
-    assert mtimes(root / "data/annotations") == ingest_before
+    assert {d: mtimes(root / d) for d in upstream} == before
+    assert mtimes(root / "data/clips") == clips_before
 
-    # A param only `ingest` reads: only `ingest` is out of date and reruns.
+    # A param only `decode` reads: only `decode` is out of date and reruns.
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["dataset"]["subsets"] = ["validation"]
+    params["decode"]["min_background_clips"] = 1000
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"ingest"}
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"decode"}
     third = dvc(root, "repro")
-    assert "Running stage 'ingest'" in third.stdout
-    assert "Running stage 'synth'" not in third.stdout
-    assert mtimes(root / "data/synth") == synth_before
-    ann = json.loads((root / "data/annotations/annotations.json").read_text())
-    assert {v["subset"] for v in ann["database"].values()} == {"validation"}
+    assert "Running stage 'decode'" in third.stdout
+    for other in ("synth", "ingest", "download"):
+        assert f"Running stage '{other}'" not in third.stdout
+    assert {d: mtimes(root / d) for d in upstream} == before
+    assert json.loads((root / "metrics/decode.json").read_text())["background_rows"] == 0
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
 
     # dvc repro went through the same door: the catalog holds the dataset of each run.
     from tspipe.catalog import Catalog
 
     with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
-        names = [(d.name, d.num_videos) for d in cat.datasets()]
-    assert ("synthactions", 3) in names and ("synthactions", len(ann["database"])) in names
+        assert [(d.name, d.num_videos) for d in cat.datasets()] == [("synthactions", 3)]
+        rows = cat.videos("synthactions")
+    assert [r.status for r in rows] == ["ok"] * 3
+    assert all(r.sha256 and r.fps == 30.0 for r in rows)
 
 
 def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):

@@ -23,7 +23,7 @@ def _runs(root):
 def test_pipeline_flow_end_to_end_then_cached(run_dir):
     root = run_dir
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
-    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest"]
+    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest", "download", "decode"]
     assert not any(r["cached"] for r in summary["stages"])
 
     videos = sorted((root / "data/synth/videos").glob("*.mp4"))
@@ -39,7 +39,8 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     parent = [r for r in runs if r.data.tags.get("tspipe.kind") == "pipeline"]
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert sorted(r.data.tags["tspipe.stage"] for r in children) == ["ingest", "synth"]
+    assert sorted(r.data.tags["tspipe.stage"] for r in children) == [
+        "decode", "download", "ingest", "synth"]
     ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
@@ -52,8 +53,13 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         assert [(d.name, d.num_videos) for d in datasets] == [("synthactions", 3)]
         rows = cat.videos("synthactions")
         assert sorted(v.video_id for v in rows) == [p.stem for p in videos]
-        assert {v.status for v in rows} == {"pending"}
-        assert all(v.duration and v.duration >= 20.0 for v in rows)
+        assert {v.status for v in rows} == {"ok"}
+        assert all(v.duration and v.duration >= 20.0 and v.fps == 30.0 for v in rows)
+        assert all(v.sha256 == json.loads((root / "data/synth/synth_manifest.json").read_text())
+                   ["videos"][v.video_id]["sha256"] for v in rows)
+    decode_run = next(r for r in children if r.data.tags["tspipe.stage"] == "decode")
+    assert decode_run.data.metrics["ok"] == 3.0
+    assert (root / "data/clips/groundtruth.parquet").exists()
 
     # Second run: everything from the cache, nothing new in the catalog.
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
@@ -67,5 +73,5 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     (root / "data/annotations/annotations.json").unlink()
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
-    assert state == {"synth": True, "ingest": False}
+    assert state == {"synth": True, "ingest": False, "download": True, "decode": True}
     assert (root / "data/annotations/annotations.json").exists()
