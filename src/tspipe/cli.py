@@ -188,13 +188,15 @@ def annotations(
         console.print(str(issue), markup=False, highlight=False)
 
 
-def _mount_catalog() -> None:
+def _mount_subcommands() -> None:
     from tspipe.catalog.cli import app as catalog_app
+    from tspipe.data.probe_cli import probe_command
 
     app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
+    app.command("probe")(probe_command)
 
 
-_mount_catalog()
+_mount_subcommands()
 
 
 def main() -> None:

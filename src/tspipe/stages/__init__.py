@@ -95,8 +95,9 @@ STAGES["decode"] = Stage(
     outputs=lambda params, paths: [paths.decode_report, paths.groundtruth_table,
                                    paths.windows_table, paths.metrics("decode")],
     code=("tspipe.stages.decode", "tspipe.data.clips", "tspipe.data.clip_sampler",
-          "tspipe.data.video.probe", "tspipe.data.video.standardize",
-          "tspipe.data.video.decode", "tspipe.data.video.timeline"),
+          *(f"tspipe.data.video.{m}" for m in (
+              "probe", "standardize", "decode", "timeline", "backends", "backend_pyav",
+              "backend_libs", "header", "reader", "encode"))),
     batching=_batching("tspipe.stages.decode"),
 )
 
