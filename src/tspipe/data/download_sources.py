@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 import av
 
 from tspipe.config import DownloadConfig
-from tspipe.errors import DownloadError
+from tspipe.errors import DownloadError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +185,17 @@ def remove_part(path: Path) -> None:
 
 
 def decode_problem(path: Path) -> str | None:
-    """Why ``path`` is not a decodable video, or None: open, find a video stream, decode
-    one frame. (To be replaced by the shared probe of ``tspipe.data.video``.)"""
+    """Why ``path`` is not a decodable video, or None: the shared opener's specific reason
+    (empty, truncated, no video stream, ...), or no frame decoding."""
+    from tspipe.data.video.header import open_container
+
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return "no video stream"
+        with open_container(path) as container:
             for _frame in container.decode(video=0):
                 return None
             return "no frame decodes"
+    except VideoError as exc:
+        return str(exc).removeprefix(f"{path}: ")
     except (av.FFmpegError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
