@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from stage_helpers import write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
@@ -18,8 +19,6 @@ from tspipe.data.video.encode import write_video
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
 from tspipe.runner import run_stage
-
-from stage_helpers import write_params
 
 pytestmark = pytest.mark.slow
 
