@@ -318,6 +318,12 @@ class Catalog:
         with self._read() as session:
             return q.videos(session, dataset, status)
 
+    def checkpoints(self, arch: str | None = None) -> list[CheckpointRecord]:
+        """Encoder checkpoints (official imports, pretrain outputs, random inits), oldest
+        first, optionally of one architecture."""
+        with self._reader() as session:
+            return q.checkpoints(session, arch)
+
     def list_feature_versions(self, dataset: str | int | None = None,
                               encoder: str | None = None) -> list[FeatureVersionRecord]:
         """Feature versions, oldest first, optionally of one dataset and one encoder."""

@@ -101,6 +101,13 @@ def videos(session: Session, dataset: str | int | None = None,
     return [cv.video_record(row, name) for row, name in session.execute(stmt)]
 
 
+def checkpoints(session: Session, arch: str | None = None) -> list[CheckpointRecord]:
+    stmt = select(Checkpoint).order_by(Checkpoint.created_at, Checkpoint.sha256)
+    if arch is not None:
+        stmt = stmt.where(Checkpoint.arch == arch)
+    return [cv.checkpoint_record(row) for row in session.scalars(stmt)]
+
+
 def feature_versions(session: Session, dataset: str | int | None = None,
                      encoder: str | None = None) -> list[FeatureVersionRecord]:
     stmt = (select(FeatureVersion, Dataset.name)
