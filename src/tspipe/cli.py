@@ -188,12 +188,65 @@ def annotations(
         console.print(str(issue), markup=False, highlight=False)
 
 
+encoder_app = typer.Typer(help="Import and list encoder checkpoints.", no_args_is_help=True)
+
+
+@encoder_app.command("import")
+def encoder_import(
+    file: Annotated[Path, typer.Argument(help="Checkpoint: plain state_dict, torchvision, "
+                                         "TSP/TAC training file, safetensors or tspipe.")],
+    arch: Annotated[str | None, typer.Option(help="Encoder name (default: read from the "
+                                             "file or inferred from its keys and shapes).")]
+    = None,
+    origin: Annotated[str, typer.Option(help="official | pretrain | scratch.")] = "official",
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate a checkpoint (layout, shapes, sha256 prefix of released names) and record it
+    in the catalog and as an MLflow model version."""
+    import dataclasses
+
+    from tspipe.encoders import import_encoder
+
+    p, paths = _load(params, root)
+    result = import_encoder(file, p, paths, arch=arch, origin=origin)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        typer.echo(f"{result.sha256[:12]}  {result.arch}  ({result.layout}, {result.loaded} "
+                   f"tensors, dropped {len(result.dropped)})  model version "
+                   f"{result.model_version}  {result.uri}")
+
+
+@encoder_app.command("list")
+def encoder_list(
+    arch: Annotated[str | None, typer.Option(help="Only this architecture.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the encoder checkpoints the catalog knows, oldest first."""
+    from tspipe.catalog import to_jsonable
+    from tspipe.recording import open_catalog
+
+    p, paths = _load(params, root)
+    with open_catalog(p, paths) as cat:
+        rows = cat.checkpoints(arch)
+    if as_json:
+        typer.echo(json.dumps(to_jsonable(rows), indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r.sha256[:12]}  {r.arch:<14} {r.origin:<9} {r.uri or ''}")
+
+
 def _mount_subcommands() -> None:
     from tspipe.catalog.cli import app as catalog_app
     from tspipe.data.probe_cli import probe_command
 
     app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
     app.command("probe")(probe_command)
+    app.add_typer(encoder_app, name="encoder")
 
 
 _mount_subcommands()
