@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec,plot]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install tspipe with its dev and postgres extras
