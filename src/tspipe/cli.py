@@ -247,6 +247,9 @@ def _mount_subcommands() -> None:
     app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
     app.command("probe")(probe_command)
     app.add_typer(encoder_app, name="encoder")
+    from tspipe.extract.cli import extract_command
+
+    app.command("extract")(extract_command)
     from tspipe.localize.metrics_cli import app as eval_app
 
     app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and "

@@ -1,0 +1,273 @@
+"""Extraction benchmark: tspipe's extractor against the TSP reference's strategy and the model.
+
+    python benchmarks/extract.py [--videos A.mp4 ...] [--size 112] [--batch-size 8]
+                                 [--workers 1] [--threads N] [--repeat 1]
+
+Same videos, same small model (``r2plus1d_tiny``, seeded random weights; ``--size 112``
+feeds it TSP's 112-pixel clips after the 128x171 resize), same batch size, on the CPU,
+measured in one run:
+
+- ``a`` tspipe: ``tspipe.extract.extract_features`` in ``reference`` mode (decode each
+  video once, pick frames by index, preprocess each kept frame once, pack windows of many
+  videos per batch; DataLoader workers split the videos); ``a_fast``: the same in ``fast``
+  mode (for information);
+- ``b`` the reference's strategy, re-created: a map-style Dataset of clips (TSP's
+  ``EvalVideoDataset``: clip starts from the metadata's frame count, ``[::2]`` frame
+  picking) whose ``__getitem__`` does what torchvision 0.5's ``read_video`` did: open the
+  container, seek to the clip's start, decode video (and audio, if any) up to its end,
+  convert every frame in range to full-size RGB, take ``[::2][:16]``, then the reference
+  transform; a DataLoader with the same batch size and workers batches the clips;
+- ``c`` the model alone, on clips decoded and preprocessed beforehand;
+- ``a_data`` / ``b_data``: the two loaders alone (no model), the data paths compared.
+
+clips/s = clips encoded per second of wall time, all videos together. Goals: a / b >= 5,
+a / c >= 0.8.
+
+Default videos: SynthActions made here (20-30 s, ``--width`` x ``--height``, default
+640x360), re-encoded the way TSP's inputs were (``--style tsp``: every video re-encoded
+to 30 fps H.264 by FFmpeg with its defaults, i.e. x264's keyframe interval of 250 frames,
+audio kept: here an AAC stereo track). ``--style synth`` keeps SynthActions' own files
+(a keyframe every 2 s, no audio): the per-clip reader's best case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from av.video.frame import PictureType
+from torch.utils.data import DataLoader, Dataset
+
+from tspipe.data.clip_sampler import ClipSampler
+from tspipe.extract import (
+    MemoryWriter,
+    Preprocess,
+    VideoInput,
+    extract_features,
+    make_loader,
+    video_clips,
+)
+from tspipe.models import KINETICS_112, TINY_64, build_encoder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", nargs="+", type=Path, help="30 fps videos (default: "
+                        "SynthActions made here)")
+    parser.add_argument("--synth-videos", type=int, default=3)
+    parser.add_argument("--style", choices=("tsp", "synth"), default="tsp",
+                        help="tsp: re-encoded as TSP's inputs (GOP 250, AAC audio); synth: "
+                        "SynthActions' files (GOP 2 s, no audio)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--size", type=int, default=112, choices=(64, 112),
+                        help="crop side fed to the tiny model (112: TSP's 128x171 -> 112)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (a, b)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over the methods; "
+                        "each method's best round is kept")
+    parser.add_argument("--work-dir", type=Path, help="where SynthActions files are made")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="tspipe-bench-") as tmp:
+        paths = args.videos or synth_videos(args.work_dir or Path(tmp), args.synth_videos,
+                                            args.width, args.height, args.style)
+        run(paths, size=args.size, batch_size=args.batch_size, workers=args.workers,
+            repeat=args.repeat)
+    return 0
+
+
+def synth_videos(work_dir: Path, n: int, width: int, height: int, style: str) -> list[Path]:
+    from tspipe.config import SynthConfig
+    from tspipe.data.synth import generate
+
+    cfg = SynthConfig(videos=n, classes=2, seed=0, min_duration=20, max_duration=30, fps=30,
+                      width=width, height=height)
+    folder = work_dir / f"synth-{width}x{height}"
+    generate(cfg, folder)
+    paths = sorted((folder / "videos").glob("*.mp4"))
+    if style == "synth":
+        return paths
+    out = folder / "tsp-style"
+    out.mkdir(exist_ok=True)
+    return [p if p.exists() else tsp_style_copy(src, p)
+            for src, p in ((src, out / src.name) for src in paths)]
+
+
+def tsp_style_copy(src: Path, dest: Path) -> Path:
+    """``src`` re-encoded as FFmpeg's defaults would (x264, keyframe every 250 frames,
+    30 fps) with a 44.1 kHz stereo AAC track (a tone) beside it."""
+    tmp = dest.with_suffix(".tmp.mp4")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        vin = inp.streams.video[0]
+        video = out.add_stream("libx264", rate=30, options={"preset": "veryfast"})
+        video.width, video.height = vin.codec_context.width, vin.codec_context.height
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("aac", rate=44100, layout="stereo")
+        n = 0
+        for frame in inp.decode(vin):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = n, Fraction(1, 30)
+            frame.pict_type = PictureType.NONE  # the encoder picks keyframes (every 250)
+            out.mux(video.encode(frame))
+            n += 1
+        out.mux(video.encode(None))
+        samples = round(n / 30 * 44100)
+        tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)
+        for i in range(0, samples, 1024):
+            chunk = np.ascontiguousarray(np.stack([tone[i:i + 1024]] * 2))
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = 44100, i, Fraction(1, 44100)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    tmp.replace(dest)
+    return dest
+
+
+def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: int) -> None:
+    spec = KINETICS_112 if size == 112 else TINY_64
+    torch.manual_seed(0)
+    model = build_encoder("r2plus1d_tiny", input_spec=spec).eval()
+    sampler = ClipSampler(16, 15, 16)
+    videos = [VideoInput(p.stem, p) for p in paths]
+    prep = Preprocess.for_spec(spec, "reference")
+    print(f"{len(videos)} videos, r2plus1d_tiny at {size}x{size} (resize {prep.resize}), "
+          f"batch {batch_size}, {workers} workers, {torch.get_num_threads()} torch threads")
+    with torch.inference_mode():
+        model(torch.zeros(batch_size, 3, 16, size, size))  # warm-up
+
+    def ours(mode: str) -> Callable[[], int]:
+        def method() -> int:
+            writer = MemoryWriter()
+            result = extract_features(videos, model, spec, sampler, writer=writer, mode=mode,
+                                      batch_size=batch_size, workers=workers, device="cpu")
+            return result.clips
+        return method
+
+    def reference() -> int:
+        dataset = ReferenceClips(paths, prep)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+        n = 0
+        with torch.inference_mode():
+            for clips in loader:
+                n += len(model(clips))
+        return n
+
+    def ours_data() -> int:
+        loader = make_loader(videos, sampler, prep, batch_size=batch_size, workers=workers,
+                             device=torch.device("cpu"))
+        return sum(len(batch.video_ids) for batch in loader)
+
+    def reference_data() -> int:
+        loader = DataLoader(ReferenceClips(paths, prep), batch_size=batch_size,
+                            num_workers=workers)
+        return sum(len(clips) for clips in loader)
+
+    clips = torch.stack([c.clip for v in videos for c in video_clips(v, sampler, prep)])
+
+    def model_only() -> int:
+        with torch.inference_mode():
+            for i in range(0, len(clips), batch_size):
+                model(clips[i:i + batch_size])
+        return len(clips)
+
+    methods = {"a": ("tspipe (reference mode)", ours("reference")),
+               "a_fast": ("tspipe (fast mode)", ours("fast")),
+               "b": ("reference strategy", reference),
+               "c": ("model alone", model_only),
+               "a_data": ("tspipe loader, no model", ours_data),
+               "b_data": ("reference loader, no model", reference_data)}
+    # Rounds over all methods, best of each kept: a burst of load elsewhere on the machine
+    # then costs every method a round, not one method its only run.
+    rates = dict.fromkeys(methods, 0.0)
+    for round_ in range(repeat):
+        for key, (_label, method) in methods.items():
+            t0 = time.perf_counter()
+            n = method()
+            rates[key] = max(rates[key], n / (time.perf_counter() - t0))
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),
+              flush=True)
+    print(f"\n{'method':<36} clips/s (best of {repeat})")
+    for key, (label, _method) in methods.items():
+        print(f"{key + '  ' + label:<36} {rates[key]:8.1f}")
+    print(f"\na / b = {rates['a'] / rates['b']:.2f}   (goal >= 5)")
+    print(f"a / c = {rates['a'] / rates['c']:.2f}   (goal >= 0.8)")
+    print(f"a_fast / c = {rates['a_fast'] / rates['c']:.2f}")
+    print(f"a_data / b_data = {rates['a_data'] / rates['b_data']:.2f}   (the data paths alone)")
+
+
+class ReferenceClips(Dataset):
+    """TSP's ``EvalVideoDataset``, re-created: one item per clip, each read on its own."""
+
+    def __init__(self, paths: list[Path], prep: Preprocess, clip_length: int = 16,
+                 frame_rate: int = 15, stride: int = 16) -> None:
+        self.prep, self.clip_length, self.frame_rate = prep, clip_length, frame_rate
+        self.items: list[tuple[Path, float, float]] = []
+        for path in paths:
+            with av.open(str(path)) as container:  # the metadata CSV's fps and frame count
+                stream = container.streams.video[0]
+                fps = float(stream.average_rate)
+                n = stream.frames or sum(1 for _ in container.decode(stream))
+            frame_idxs = np.arange(n)[::round(fps / frame_rate)]
+            for start in frame_idxs[np.arange(0, len(frame_idxs) - clip_length + 1, stride)]:
+                self.items.append((path, start / fps, fps))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        path, t_start, fps = self.items[idx]
+        t_end = t_start + self.clip_length / self.frame_rate
+        vframes = read_video(path, t_start, t_end)
+        vframes = vframes[::round(fps / self.frame_rate)][:self.clip_length]
+        if len(vframes) != self.clip_length:
+            raise RuntimeError(f"{path}: clip at {t_start:.3f} s has {len(vframes)} frames")
+        x = torch.from_numpy(vframes).permute(3, 0, 1, 2).to(torch.float32) / 255
+        x = F.interpolate(x, size=self.prep.resize, mode="bilinear", align_corners=False)
+        x = self.prep.spec.normalize(x[None])[0]
+        h, w = x.shape[-2:]
+        crop = self.prep.crop
+        i, j = round((h - crop) / 2.0), round((w - crop) / 2.0)
+        return x[..., i:i + crop, j:j + crop]
+
+
+def read_video(path: Path, start: float, end: float) -> np.ndarray:
+    """torchvision 0.5's ``read_video(path, start, end, pts_unit="sec")``: the container
+    opened for this clip, a seek to the keyframe before ``start``, frames decoded until one
+    is past ``end``, those in ``[start, end]`` converted to RGB at full size; the audio
+    stream, if any, read the same way."""
+    with av.open(str(path), metadata_errors="ignore") as container:
+        video = _read_stream(container, container.streams.video[0], start, end)
+        if container.streams.audio:
+            for frame in _read_stream(container, container.streams.audio[0], start, end):
+                frame.to_ndarray()
+    return np.stack([frame.to_rgb().to_ndarray() for frame in video])
+
+
+def _read_stream(container: av.container.InputContainer, stream: av.stream.Stream,
+                 start: float, end: float) -> list:
+    tb = stream.time_base
+    start_pts, end_pts = math.floor(start / tb), math.ceil(end / tb)
+    container.seek(max(start_pts - 1, 0), any_frame=False, backward=True, stream=stream)
+    frames = {}
+    for frame in container.decode(stream):
+        frames[frame.pts] = frame
+        if frame.pts >= end_pts:
+            break
+    return [frames[p] for p in sorted(frames) if start_pts <= p <= end_pts]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""``tspipe extract VIDEO_OR_DIR... --encoder NAME --checkpoint FILE --out FEATURES.h5``.
+
+Standalone: no params.yaml, catalog or MLflow. One dataset per video, keyed by its file
+stem (characters outside ``[A-Za-z0-9_.-]`` become ``_``, then :func:`tspipe.io.safe_id`).
+Registered in ``tspipe.cli`` with ``app.command("extract")(extract_command)``; the work is
+done by :func:`run_extract`, which tests and scripts call directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from torch import nn
+
+from tspipe import __version__
+from tspipe.data.clip_sampler import ClipSampler
+from tspipe.errors import ConfigError, TspipeError
+from tspipe.extract.loader import VideoInput
+from tspipe.extract.preprocess import MODES, Preprocess
+from tspipe.extract.runner import ExtractResult, extract_features, resolve_device
+from tspipe.extract.writers import H5FeatureWriter, feature_attrs, feature_version
+from tspipe.io import safe_id, sha256_bytes, sha256_file, sha256_json
+from tspipe.models.checkpoints import load_into, read_checkpoint
+from tspipe.models.registry import build_encoder
+from tspipe.models.spec import InputSpec
+from tspipe.reporting import LoggingReporter, Reporter
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg",
+                            ".flv", ".wmv", ".3gp"})
+# Modules whose source decides the feature numbers: part of the feature version id.
+CODE_MODULES = ("tspipe.extract.preprocess", "tspipe.extract.loader", "tspipe.extract.runner",
+                "tspipe.data.clip_sampler", "tspipe.data.video.decode",
+                "tspipe.data.video.timeline", "tspipe.data.video.backend_pyav")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    model: nn.Module
+    spec: InputSpec
+    checkpoint_sha256: str
+    random_init_seed: int | None = None
+
+
+def video_id_for(path: Path) -> str:
+    """The file stem, made a safe id: ``My clip (1).mp4 -> My_clip__1_``."""
+    return safe_id(_UNSAFE.sub("_", path.stem).lstrip("._-") or "_")
+
+
+def find_videos(inputs: Sequence[str | Path]) -> list[VideoInput]:
+    """Files as given, folders' video files (by suffix, sorted); ids unique."""
+    videos: list[VideoInput] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir()
+                           if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not files:
+                raise ConfigError(f"{item}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        elif item.exists():
+            files = [item]
+        else:
+            raise ConfigError(f"{item}: no such file or folder")
+        videos += [VideoInput(video_id_for(p), p) for p in files]
+    seen: dict[str, Path] = {}
+    for v in videos:
+        if v.video_id in seen:
+            raise ConfigError(f"{v.path} and {seen[v.video_id]} both become video id "
+                              f"{v.video_id!r}")
+        seen[v.video_id] = v.path
+    return videos
+
+
+def load_encoder(encoder: str, checkpoint: str | Path | None, *,
+                 allow_random_init: bool = False, seed: int = 0) -> LoadedEncoder:
+    """The encoder with the checkpoint's weights (its input spec when it carries one), or,
+    only when allowed, seeded random weights."""
+    if checkpoint is None:
+        if not allow_random_init:
+            raise ConfigError(f"encoder {encoder}: no --checkpoint given; features from random "
+                              "weights are meaningless for localization (pass "
+                              "--allow-random-init to make them anyway, e.g. for a smoke test)")
+        torch.manual_seed(seed)
+        model = build_encoder(encoder, num_classes=None)
+        log.warning("encoder %s: RANDOM WEIGHTS (seed %d), NOT A PRETRAINED MODEL: these "
+                    "features are for testing only", encoder, seed)
+        sha = sha256_json({"random_init": encoder, "seed": seed, "torch": torch.__version__})
+        return LoadedEncoder(model, model.input_spec, sha, seed)
+    ckpt = read_checkpoint(checkpoint)
+    arch = ckpt.metadata.get("arch")
+    if ckpt.layout == "tspipe" and arch != encoder:
+        raise ConfigError(f"{checkpoint}: a {arch} checkpoint, not {encoder}")
+    model = build_encoder(encoder, num_classes=None)
+    load_into(model, ckpt, strict=True)
+    spec = model.input_spec
+    norm = ckpt.metadata.get("normalization")
+    if ckpt.layout == "tspipe" and isinstance(norm, dict) and "mean" in norm:
+        spec = InputSpec.from_dict(norm)  # the file's own convention, not the default
+    return LoadedEncoder(model, spec, ckpt.sha256)
+
+
+def code_version() -> str:
+    """Hash of the package version and the source of :data:`CODE_MODULES`."""
+    return sha256_json([__version__] + [
+        sha256_bytes(inspect.getsource(importlib.import_module(m)).encode())
+        for m in CODE_MODULES])
+
+
+def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
+                checkpoint: str | Path | None = None, mode: str = "reference",
+                clip_len: int = 16, frame_rate: float = 15.0, stride: int = 16,
+                batch_size: int = 16, workers: int = 2, device: str = "auto",
+                amp: str = "auto", dtype: str = "float32", allow_random_init: bool = False,
+                seed: int = 0, reporter: Reporter | None = None) -> ExtractResult:
+    """Extract clip features of ``inputs`` into ``out`` (resumes an interrupted run)."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp {amp!r}: choose one of {', '.join(AMP_CHOICES)}")
+    videos = find_videos(inputs)
+    loaded = load_encoder(encoder, checkpoint, allow_random_init=allow_random_init, seed=seed)
+    sampler = ClipSampler(clip_len, frame_rate, stride)
+    prep = Preprocess.for_spec(loaded.spec, mode)  # type: ignore[arg-type]
+    dev = resolve_device(device)
+    params: dict[str, Any] = {
+        "encoder": encoder, "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
+                                     "stride": sampler.stride},
+        "preprocess": prep.to_dict(), "dtype": dtype,
+        "amp": amp if dev.type == "cuda" else "off"}
+    manifest = sha256_json([[v.video_id, sha256_file(v.path)] for v in videos])
+    version = feature_version(loaded.checkpoint_sha256, params, manifest, code_version())
+    extra = {} if loaded.random_init_seed is None else {"random_init_seed":
+                                                        loaded.random_init_seed}
+    attrs = feature_attrs(encoder=encoder, checkpoint_sha256=loaded.checkpoint_sha256,
+                          feature_version=version, sampler=sampler, prep=prep, **extra)
+    with H5FeatureWriter(out, attrs, dtype=dtype) as writer:
+        return extract_features(videos, loaded.model, loaded.spec, sampler, writer=writer,
+                                mode=prep.mode, batch_size=batch_size, workers=workers,
+                                device=dev, amp=amp, dtype=dtype,  # type: ignore[arg-type]
+                                reporter=reporter or LoggingReporter())
+
+
+def extract_command(
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 file: one dataset "
+                                      "(num_clips, D) per video, keyed by file stem.")],
+    encoder: Annotated[str, typer.Option(help="Encoder name (see `tspipe encoder list`), "
+                                         "e.g. r2plus1d_34, r2plus1d_18, i3d.")]
+    = "r2plus1d_34",
+    checkpoint: Annotated[Path | None, typer.Option(help="Encoder weights (torchvision, TSP, "
+                                                    "tspipe or safetensors file).")] = None,
+    mode: Annotated[str, typer.Option(help="Preprocessing: reference (TSP's exact "
+                                      "transform) or fast (resize while decoding).")]
+    = "reference",
+    clip_len: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
+    frame_rate: Annotated[float, typer.Option(help="Clip frame rate (frames/s).")] = 15.0,
+    stride: Annotated[int, typer.Option(help="Clip-rate frames between clip starts.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 16,
+    workers: Annotated[int, typer.Option(help="Decoding processes (0: in this one).")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto, bf16, fp16, "
+                                     "off.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Stored features: float32 or float16.")]
+    = "float32",
+    allow_random_init: Annotated[bool, typer.Option(help="Without --checkpoint, use seeded "
+                                                    "random weights (testing only).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of --allow-random-init weights.")] = 0,
+) -> None:
+    """Extract clip features of videos into one HDF5 file (resumes if interrupted)."""
+    try:
+        result = run_extract(videos, out=out, encoder=encoder, checkpoint=checkpoint,
+                             mode=mode, clip_len=clip_len, frame_rate=frame_rate,
+                             stride=stride, batch_size=batch_size, workers=workers,
+                             device=device, amp=amp, dtype=dtype,
+                             allow_random_init=allow_random_init, seed=seed)
+    except TspipeError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"out": str(out), **result.to_dict()}, indent=2))
+    if result.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,254 @@
+"""Decode each video once into its sliding clip windows; pack windows of many videos into
+full batches, with DataLoader workers splitting the videos.
+
+Per video (:func:`video_clips`):
+
+- frames come from :mod:`tspipe.data.video`, decoded once, front to back:
+  ``reference`` decodes at the source rate and size and keeps clip frame ``k``'s source
+  frame ``ClipSampler.source_indices`` names (30 -> 15 fps: frames 0, 2, 4, ..., exactly the
+  reference's ``vframes[::2]``; only kept frames are converted to RGB); ``fast`` decodes
+  at the clip rate (the decoder's resampling rule) and size;
+- each kept frame is preprocessed once (:class:`~tspipe.extract.preprocess.Preprocess`),
+  also when ``stride < frames`` makes windows overlap (THUMOS's dense stride 1);
+- windows are those of ``ClipSampler.windows(n)`` for the video's ``n`` clip-rate frames:
+  starts ``0, stride, 2 stride, ...``; **the tail shorter than a clip is dropped** (as the
+  reference does, so feature ``i`` always covers ``[i stride, i stride + frames)`` clip
+  frames); a video shorter than one clip gets **one window padded** with copies of its last
+  frame (the reference crashes there). A window is emitted as soon as its last frame is
+  decoded (``n`` is only known at the end), and the emitted ones are checked against
+  ``ClipSampler.windows(n)`` once it is.
+
+Across videos (:class:`WindowDataset`): an ``IterableDataset`` whose every worker decodes
+whole videos (``videos[worker_id::num_workers]``, from ``get_worker_info``) and yields
+:class:`ClipBatch` records of exactly ``batch_size`` windows, filled from as many videos
+as it takes (only each worker's last batch is short). A video that fails to decode
+(:class:`~tspipe.errors.VideoError`) is reported in the next batch's ``failures`` and
+its windows already sent are to be discarded; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+
+from tspipe.data.clip_sampler import ClipSampler, Window, as_fraction
+from tspipe.data.video import decode, open_reader
+from tspipe.data.video.decode import timed_frames
+from tspipe.errors import StageError, VideoError
+from tspipe.extract.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+class VideoInput(NamedTuple):
+    video_id: str
+    path: Path
+
+
+class VideoFailure(NamedTuple):
+    video_id: str
+    path: str
+    reason: str
+
+
+class VideoClip(NamedTuple):
+    """One window of one video: ``clip`` is ``(C, T, H, W) float32``, normalized."""
+
+    window: Window
+    clip: Tensor
+
+
+class ClipBatch(NamedTuple):
+    """Windows of one or more videos, in each video's clip order.
+
+    ``clips (B, C, T, H, W) float32``; ``video_ids``, ``windows`` one per row;
+    ``clip_indices (B,) int64`` (``windows[i].index``); ``is_last (B,) bool``: the row is
+    its video's last window (the video is complete once that row is seen); ``failures``:
+    videos that failed since the previous batch (discard what was received of them).
+    """
+
+    clips: Tensor
+    video_ids: tuple[str, ...]
+    clip_indices: Tensor
+    is_last: Tensor
+    windows: tuple[Window, ...]
+    failures: tuple[VideoFailure, ...]
+
+
+def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, *,
+                     backend: str | None = "auto") -> Iterator[np.ndarray]:
+    """The video's frames at the clip rate, ``(H, W, 3) uint8``: clip frame 0, 1, ..."""
+    if prep.mode == "fast":
+        for item in decode(video.path, fps=float(sampler.fps), size=prep.decode_size,
+                           backend=backend, video_id=video.video_id):
+            yield item.frame
+        return
+    with open_reader(video.path, backend, video_id=video.video_id) as reader:
+        source_fps = reader.header.fps
+        if not source_fps:
+            raise VideoError(video.path, "reference preprocessing picks frames by index from "
+                             "the stream's frame rate, and the header gives none (use "
+                             "mode 'fast', or standardize the video first)",
+                             video_id=video.video_id)
+        ratio = as_fraction(source_fps) / sampler.fps
+        if ratio.denominator != 1:
+            # The reference restarts floor(j * step) at each clip's first frame; the one
+            # grid of ClipSampler does not, so they agree only for whole steps (30 -> 15).
+            log.warning("%s: %.3f fps is not a whole multiple of the clip rate %s; "
+                        "reference mode then picks frames on ClipSampler's grid, not "
+                        "exactly as TSP's per-clip resampling would", video.video_id,
+                        source_fps, sampler.fps)
+        wanted = _source_indices(sampler, source_fps)
+        source = next(wanted)
+        timed, _timeline = timed_frames(reader, None)
+        for i, (_t, frame) in enumerate(timed):
+            if source != i:
+                continue
+            rgb = reader.to_rgb(frame.image, None)
+            while source == i:  # a source frame may serve several clip frames (upsampling)
+                yield rgb
+                source = next(wanted)
+
+
+def _source_indices(sampler: ClipSampler, source_fps: float) -> Iterator[int]:
+    """The source frame of clip frame ``k = 0, 1, ...`` (endless), one clip's worth of
+    ``ClipSampler.source_indices`` at a time."""
+    start = 0
+    while True:
+        yield from sampler.source_indices(sampler.window(start), source_fps).tolist()
+        start += sampler.frames
+
+
+def video_clips(video: VideoInput, sampler: ClipSampler, prep: Preprocess, *,
+                backend: str | None = "auto") -> Iterator[VideoClip]:
+    """Every window of the video in order, each ``(C, T, crop, crop)``, from one decode."""
+    frames, stride = sampler.frames, sampler.stride
+    raw: list[tuple[int, np.ndarray]] = []  # decoded, not yet preprocessed
+    ready: dict[int, Tensor] = {}  # preprocessed clip frames a window still needs
+    emitted: list[Window] = []
+
+    def flush() -> None:
+        if raw:
+            clip = prep([image for _, image in raw])  # (C, N, h, w)
+            ready.update(zip((k for k, _ in raw), clip.unbind(1), strict=True))
+            raw.clear()
+
+    n = 0
+    for k, image in enumerate(clip_rate_frames(video, sampler, prep, backend=backend)):
+        n = k + 1
+        if k % stride < frames:  # frames between windows (stride > frames) are not needed
+            raw.append((k, image))
+        start = len(emitted) * stride
+        if k == start + frames - 1:
+            flush()
+            window = sampler.window(start, index=len(emitted))
+            yield VideoClip(window, torch.stack([ready[f] for f in range(start, k + 1)], 1))
+            emitted.append(window)
+            for f in [f for f in ready if f < len(emitted) * stride]:
+                del ready[f]
+    windows = sampler.windows(n)
+    if not windows:
+        raise VideoError(video.path, "no frame at the clip rate", video_id=video.video_id)
+    if windows[:len(emitted)] != emitted:
+        raise StageError(f"video {video.video_id!r}: streamed windows disagree with "
+                         f"ClipSampler.windows({n})")
+    flush()
+    for window in windows[len(emitted):]:  # only a padded window of a short video
+        idx = list(range(window.start_frame, window.end_frame))
+        idx += idx[-1:] * window.padded_frames
+        yield VideoClip(window, torch.stack([ready[f] for f in idx], 1))
+
+
+def pack_batches(videos: Sequence[VideoInput], sampler: ClipSampler, prep: Preprocess,
+                 batch_size: int, *, backend: str | None = "auto") -> Iterator[ClipBatch]:
+    """Windows of ``videos`` (in order) packed into batches of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows: list[tuple[str, VideoClip, bool]] = []
+    failures: list[VideoFailure] = []
+    for video in videos:
+        held: VideoClip | None = None  # one window held back: is it the last one?
+        try:
+            for item in video_clips(video, sampler, prep, backend=backend):
+                if held is not None:
+                    rows.append((video.video_id, held, False))
+                    if len(rows) == batch_size:
+                        yield _batch(rows, failures)
+                        rows, failures = [], []
+                held = item
+        except VideoError as exc:
+            log.warning("skipping video %r: %s", video.video_id, exc)
+            rows = [row for row in rows if row[0] != video.video_id]
+            failures.append(VideoFailure(video.video_id, str(video.path), str(exc)))
+            continue
+        assert held is not None  # video_clips raises rather than yield nothing
+        rows.append((video.video_id, held, True))
+        if len(rows) == batch_size:
+            yield _batch(rows, failures)
+            rows, failures = [], []
+    if rows or failures:
+        yield _batch(rows, failures)
+
+
+def _batch(rows: list[tuple[str, VideoClip, bool]], failures: list[VideoFailure]
+           ) -> ClipBatch:
+    # default_collate stacks straight into shared memory inside a DataLoader worker: the
+    # batch then crosses to the main process without another copy.
+    clips = default_collate([item.clip for _, item, _ in rows]) if rows else torch.empty(0)
+    return ClipBatch(
+        clips=clips,
+        video_ids=tuple(vid for vid, _, _ in rows),
+        clip_indices=torch.tensor([item.window.index for _, item, _ in rows],
+                                  dtype=torch.int64),
+        is_last=torch.tensor([last for _, _, last in rows], dtype=torch.bool),
+        windows=tuple(item.window for _, item, _ in rows),
+        failures=tuple(failures),
+    )
+
+
+class WindowDataset(IterableDataset[ClipBatch]):
+    """Yields :class:`ClipBatch` records; each DataLoader worker takes every
+    ``num_workers``-th video and decodes it whole. Use with ``batch_size=None``."""
+
+    def __init__(self, videos: Sequence[VideoInput], sampler: ClipSampler, prep: Preprocess,
+                 batch_size: int, *, backend: str | None = "auto") -> None:
+        self.videos = list(videos)
+        self.sampler, self.prep = sampler, prep
+        self.batch_size, self.backend = batch_size, backend
+
+    def shard(self) -> list[VideoInput]:
+        """The videos of the calling worker (all of them in the main process)."""
+        info = get_worker_info()
+        if info is None:
+            return self.videos
+        return self.videos[info.id::info.num_workers]
+
+    def __iter__(self) -> Iterator[ClipBatch]:
+        return pack_batches(self.shard(), self.sampler, self.prep, self.batch_size,
+                            backend=self.backend)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers decode (FFmpeg has its own threads) and resize small tensors: one intra-op
+    # thread each keeps them from fighting the model's threads for the cores.
+    torch.set_num_threads(1)
+
+
+def make_loader(videos: Sequence[VideoInput], sampler: ClipSampler, prep: Preprocess, *,
+                batch_size: int, workers: int, device: torch.device,
+                backend: str | None = "auto") -> DataLoader[ClipBatch]:
+    """A DataLoader of :class:`ClipBatch`; pinned memory on CUDA; never more workers
+    than videos."""
+    workers = max(0, min(workers, len(videos)))
+    dataset = WindowDataset(videos, sampler, prep, batch_size, backend=backend)
+    return DataLoader(dataset, batch_size=None, num_workers=workers,
+                      pin_memory=device.type == "cuda",
+                      worker_init_fn=_worker_init if workers else None,
+                      prefetch_factor=2 if workers else None)

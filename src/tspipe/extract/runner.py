@@ -1,0 +1,178 @@
+"""Batched inference over the window loader; each complete video goes to a writer.
+
+The loop (:func:`extract_features`) fits on one screen: skip what the writer already has,
+stream :class:`~tspipe.extract.loader.ClipBatch` records, run the encoder in eval mode
+under ``torch.inference_mode``, collect each video's clip features in clip order and hand
+the video to the writer once its last window is in. On CUDA the clips are copied from
+pinned memory without blocking, the model and clips use ``channels_last_3d`` and autocast
+runs the encoder in bf16 (fp16 where bf16 is unsupported); on the CPU none of that applies
+and features are float32 all the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tspipe.data.clip_sampler import ClipSampler, Window
+from tspipe.errors import StageError
+from tspipe.extract.loader import VideoInput, make_loader
+from tspipe.extract.preprocess import Mode, Preprocess
+from tspipe.models.spec import InputSpec
+from tspipe.reporting import NullReporter, Reporter
+
+log = logging.getLogger(__name__)
+
+Amp = Literal["auto", "bf16", "fp16", "off"]
+TASK = "extract"
+
+
+class FeatureWriter(Protocol):
+    """Where complete videos go (:class:`~tspipe.extract.writers.H5FeatureWriter`,
+    :class:`~tspipe.extract.gvf.GVFWriter`, :class:`~tspipe.extract.writers.MemoryWriter`)."""
+
+    def done_ids(self) -> set[str]:
+        """Videos already written (a rerun skips them)."""
+        ...
+
+    def write(self, video_id: str, features: np.ndarray, windows: Sequence[Window]) -> None:
+        """``features (num_clips, D)`` of one complete video, row ``i`` = ``windows[i]``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    videos: int  # asked for
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already in the writer (resume)
+    failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
+    clips: int = 0  # windows encoded in this run
+    seconds: float = 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        return {"videos": float(self.videos), "written": float(len(self.written)),
+                "skipped": float(len(self.skipped)), "failed": float(len(self.failed)),
+                "clips": float(self.clips), "seconds": self.seconds,
+                "clips_per_s": self.clips_per_s}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"videos": self.videos, "written": list(self.written),
+                "skipped": list(self.skipped), "failed": dict(self.failed),
+                "clips": self.clips, "seconds": self.seconds, "clips_per_s": self.clips_per_s}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision on CUDA only (``auto``: bf16 where supported, else fp16)."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def encode(model: nn.Module, clips: Tensor) -> Tensor:
+    """Clip features ``(N, D)``: ``forward_features`` when the model has one (a classifier
+    head, if any, is not applied), else ``forward``."""
+    forward = getattr(model, "forward_features", None)
+    return forward(clips) if callable(forward) else model(clips)
+
+
+def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: InputSpec,
+                     sampler: ClipSampler, *, writer: FeatureWriter, mode: Mode = "reference",
+                     resize: tuple[int, int] | None = None, batch_size: int = 64,
+                     workers: int = 2, device: str | torch.device = "auto", amp: Amp = "auto",
+                     dtype: str | np.dtype = "float32", backend: str | None = "auto",
+                     reporter: Reporter | None = None) -> ExtractResult:
+    """Clip features of every video of ``videos`` not yet in ``writer``.
+
+    Windows come from ``sampler`` (see :mod:`tspipe.extract.loader`), preprocessed for
+    ``spec`` in ``mode`` (``resize`` before the crop; default
+    :func:`~tspipe.extract.preprocess.default_resize`). Features are handed to the writer
+    as ``dtype`` (float32 or float16). A video that fails to decode is reported in
+    ``failed`` and written nowhere; the others go on.
+    """
+    reporter = reporter or NullReporter()
+    device = resolve_device(device)
+    cuda = device.type == "cuda"
+    if sampler.frames != spec.frames:
+        log.warning("clips of %d frames for an encoder built for %d", sampler.frames,
+                    spec.frames)
+    ids = [v.video_id for v in videos]
+    if len(set(ids)) != len(ids):
+        raise StageError("duplicate video ids in the extraction list")
+    done = writer.done_ids()
+    todo = [v for v in videos if v.video_id not in done]
+    skipped = [v.video_id for v in videos if v.video_id in done]
+    prep = Preprocess.for_spec(spec, mode, resize)
+    loader = make_loader(todo, sampler, prep, batch_size=batch_size, workers=workers,
+                         device=device, backend=backend)
+    model = model.eval().to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last_3d)
+
+    reporter.start(TASK, len(videos))
+    reporter.advance(TASK, len(skipped))
+    if skipped:
+        reporter.message(f"extract: {len(skipped)} of {len(videos)} videos already written; "
+                         "skipping them")
+    feats: dict[str, list[np.ndarray]] = {}  # video id -> clip features so far
+    wins: dict[str, list[Window]] = {}
+    written: list[str] = []
+    failed: dict[str, str] = {}
+    clips, started = 0, time.perf_counter()
+    with torch.inference_mode(), autocast(device, amp):
+        for step, batch in enumerate(loader):
+            for failure in batch.failures:
+                feats.pop(failure.video_id, None)
+                wins.pop(failure.video_id, None)
+                failed[failure.video_id] = failure.reason
+                reporter.message(f"extract: video {failure.video_id!r} failed: "
+                                 f"{failure.reason}", logging.WARNING)
+                reporter.advance(TASK)
+            if not batch.video_ids:
+                continue
+            x = batch.clips.to(device, non_blocking=cuda)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            out = encode(model, x).float().cpu().numpy()
+            clips += len(out)
+            for row, video_id in enumerate(batch.video_ids):
+                feats.setdefault(video_id, []).append(out[row])
+                wins.setdefault(video_id, []).append(batch.windows[row])
+                if not batch.is_last[row]:
+                    continue
+                windows = wins.pop(video_id)
+                if [w.index for w in windows] != list(range(len(windows))):
+                    raise StageError(f"video {video_id!r}: windows arrived out of order")
+                writer.write(video_id, np.stack(feats.pop(video_id)).astype(dtype), windows)
+                written.append(video_id)
+                reporter.advance(TASK)
+            elapsed = time.perf_counter() - started
+            reporter.metric("extract/clips_per_s", clips / elapsed if elapsed else 0.0, step)
+    if feats:  # the loader ended a video without its last window: a bug, not bad input
+        raise StageError(f"videos left incomplete: {sorted(feats)}")
+    result = ExtractResult(videos=len(videos), written=written, skipped=skipped,
+                           failed=failed, clips=clips, seconds=time.perf_counter() - started)
+    reporter.metric("extract/clips_per_s", result.clips_per_s)
+    reporter.message(f"extract: {len(written)} written, {len(skipped)} skipped, "
+                     f"{len(failed)} failed; {clips} clips at {result.clips_per_s:.1f} clips/s")
+    return result
