@@ -248,7 +248,12 @@ def make_loader(videos: Sequence[VideoInput], sampler: ClipSampler, prep: Prepro
     than videos."""
     workers = max(0, min(workers, len(videos)))
     dataset = WindowDataset(videos, sampler, prep, batch_size, backend=backend)
+    # Workers are started fresh ("spawn"), never forked: the parent may be a Prefect flow
+    # or hold MLflow/Ray threads, and a forked copy of a threaded process can die or hang
+    # (seen: workers exiting with code 1 after the Prefect tests in the same process).
     return DataLoader(dataset, batch_size=None, num_workers=workers,
                       pin_memory=device.type == "cuda",
                       worker_init_fn=_worker_init if workers else None,
-                      prefetch_factor=2 if workers else None)
+                      prefetch_factor=2 if workers else None,
+                      multiprocessing_context="spawn" if workers else None,
+                      persistent_workers=False)
