@@ -9,6 +9,19 @@ class TspipeError(Exception):
     """Base class: an error about the user's input or environment, with a clear message."""
 
 
+def locate(file: str | Path, message: str, *, video_id: str | None = None,
+           entry: int | None = None, field: str | None = None) -> str:
+    """``file: video 'x': entry 3: field 'score': message``: where, then what."""
+    where = [str(file)]
+    if video_id is not None:
+        where.append(f"video {video_id!r}")
+    if entry is not None:
+        where.append(f"entry {entry}")
+    if field is not None:
+        where.append(f"field {field!r}")
+    return f"{': '.join(where)}: {message}"
+
+
 class ConfigError(TspipeError):
     """params.yaml (or an environment override) is invalid."""
 
@@ -21,12 +34,7 @@ class AnnotationError(TspipeError):
         self.file = str(file)
         self.video_id = video_id
         self.field = field
-        where = [self.file]
-        if video_id is not None:
-            where.append(f"video {video_id!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{': '.join(where)}: {message}")
+        super().__init__(locate(file, message, video_id=video_id, field=field))
 
 
 class UnsafeIdError(TspipeError):

@@ -8,8 +8,6 @@ done by :func:`run_extract`, which tests and scripts call directly.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import logging
 import re
@@ -29,7 +27,7 @@ from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import MODES, Preprocess
 from tspipe.extract.runner import ExtractResult, extract_features, resolve_device
 from tspipe.extract.writers import H5FeatureWriter, feature_attrs, feature_version
-from tspipe.io import safe_id, sha256_bytes, sha256_file, sha256_json
+from tspipe.io import safe_id, sha256_file, sha256_json, source_hash
 from tspipe.models.checkpoints import load_into, read_checkpoint
 from tspipe.models.registry import build_encoder
 from tspipe.models.spec import InputSpec
@@ -113,9 +111,7 @@ def load_encoder(encoder: str, checkpoint: str | Path | None, *,
 
 def code_version() -> str:
     """Hash of the package version and the source of :data:`CODE_MODULES`."""
-    return sha256_json([__version__] + [
-        sha256_bytes(inspect.getsource(importlib.import_module(m)).encode())
-        for m in CODE_MODULES])
+    return source_hash(CODE_MODULES, version=__version__)
 
 
 def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,

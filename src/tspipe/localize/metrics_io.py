@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tspipe.data.annotations import Annotations, read_annotations
-from tspipe.errors import AnnotationError, TspipeError
+from tspipe.errors import AnnotationError, TspipeError, locate
 
 try:  # a faster parser when present; the standard library otherwise
     import orjson
@@ -59,14 +59,7 @@ class PredictionError(EvaluationError):
         self.video_id = video_id
         self.entry = entry
         self.field = field
-        where = [self.file]
-        if video_id is not None:
-            where.append(f"video {video_id!r}")
-        if entry is not None:
-            where.append(f"entry {entry}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{': '.join(where)}: {message}")
+        super().__init__(locate(file, message, video_id=video_id, entry=entry, field=field))
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,8 +10,6 @@ writes (cache validity, DVC ``outs:``) and which modules hold its code (code ver
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any, Protocol
 
 from tspipe import __version__
 from tspipe.config import Params
-from tspipe.io import sha256_bytes, sha256_file, sha256_json
+from tspipe.io import sha256_file, sha256_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 
@@ -97,10 +95,7 @@ class Stage:
 
     def code_version(self) -> str:
         """Hash of the package version and the source of the stage's modules."""
-        parts = [__version__]
-        for mod in self.code:
-            parts.append(sha256_bytes(inspect.getsource(importlib.import_module(mod)).encode()))
-        return sha256_json(parts)
+        return source_hash(self.code, version=__version__)
 
     def input_hash(self, params: Params, paths: RunPaths) -> str:
         """Content hash of everything that decides this stage's output."""
