@@ -2,10 +2,12 @@
 
     python benchmarks/extract.py [--videos A.mp4 ...] [--size 112] [--batch-size 8]
                                  [--workers 1] [--threads N] [--repeat 1]
+                                 [--encoder r2plus1d_tiny] [--device cpu] [--amp auto]
+                                 [--tile 1] [--methods a,a_fast,b,c,a_data,b_data]
 
-Same videos, same small model (``r2plus1d_tiny``, seeded random weights; ``--size 112``
-feeds it TSP's 112-pixel clips after the 128x171 resize), same batch size, on the CPU,
-measured in one run:
+Same videos, same model (default ``r2plus1d_tiny``, seeded random weights; ``--size 112``
+feeds it TSP's 112-pixel clips after the 128x171 resize), same batch size, on the same
+device, measured in one run:
 
 - ``a`` tspipe: ``tspipe.extract.extract_features`` in ``reference`` mode (decode each
   video once, pick frames by index, preprocess each kept frame once, pack windows of many
@@ -23,6 +25,12 @@ measured in one run:
 clips/s = clips encoded per second of wall time, all videos together. Goals: a / b >= 5,
 a / c >= 0.8.
 
+On a GPU (``--device cuda --encoder r2plus1d_34 --batch-size 64 --workers 14``) the model
+runs as in extraction (eval, inference mode, ``channels_last_3d``, autocast ``--amp``);
+``c`` then encodes clips already on the GPU, and the mean GPU utilisation (NVML, sampled
+every 100 ms) during ``a`` and ``c`` is printed. ``--tile N`` lists every video N times
+(under N ids): more clips from the same few files.
+
 Default videos: SynthActions made here (20-30 s, ``--width`` x ``--height``, default
 640x360), re-encoded the way TSP's inputs were (``--style tsp``: every video re-encoded
 to 30 fps H.264 by FFmpeg with its defaults, i.e. x264's keyframe interval of 250 frames,
@@ -36,6 +44,7 @@ import argparse
 import math
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -57,6 +66,7 @@ from tspipe.extract import (
     make_loader,
     video_clips,
 )
+from tspipe.extract.runner import autocast, encode
 from tspipe.models import KINETICS_112, TINY_64, build_encoder
 
 
@@ -78,14 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds over the methods; "
                         "each method's best round is kept")
     parser.add_argument("--work-dir", type=Path, help="where SynthActions files are made")
+    parser.add_argument("--encoder", default="r2plus1d_tiny",
+                        help="registry encoder (seeded random weights: speed only)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                        help="autocast on CUDA, as extraction does")
+    parser.add_argument("--tile", type=int, default=1, help="list each video this many times")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of " + ", ".join(METHODS))
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="tspipe-bench-") as tmp:
         paths = args.videos or synth_videos(args.work_dir or Path(tmp), args.synth_videos,
                                             args.width, args.height, args.style)
         run(paths, size=args.size, batch_size=args.batch_size, workers=args.workers,
-            repeat=args.repeat)
+            repeat=args.repeat, encoder=args.encoder, device=torch.device(args.device),
+            amp=args.amp, tile=args.tile, methods=methods)
     return 0
 
 
@@ -136,76 +159,152 @@ def tsp_style_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: int) -> None:
+METHODS = ("a", "a_fast", "b", "c", "a_data", "b_data")
+
+
+class GpuUtilisation:
+    """Mean NVML GPU utilisation while the block runs (sampled every 100 ms)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.samples = device, []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.device.type == "cuda":
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception:  # no NVML: nothing to report
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.device.type == "cuda":
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: int,
+        encoder: str = "r2plus1d_tiny", device: torch.device | None = None,
+        amp: str = "auto", tile: int = 1, methods: list[str] | tuple[str, ...] = METHODS
+        ) -> dict[str, float]:
+    device = device or torch.device("cpu")
     spec = KINETICS_112 if size == 112 else TINY_64
     torch.manual_seed(0)
-    model = build_encoder("r2plus1d_tiny", input_spec=spec).eval()
+    overrides = {"input_spec": spec} if encoder == "r2plus1d_tiny" else {}
+    model = build_encoder(encoder, **overrides).eval().to(device)
+    spec = getattr(model, "input_spec", spec)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last_3d)
     sampler = ClipSampler(16, 15, 16)
-    videos = [VideoInput(p.stem, p) for p in paths]
+    videos = [VideoInput(p.stem if tile == 1 else f"{p.stem}-{k}", p)
+              for k in range(tile) for p in paths]
     prep = Preprocess.for_spec(spec, "reference")
-    print(f"{len(videos)} videos, r2plus1d_tiny at {size}x{size} (resize {prep.resize}), "
-          f"batch {batch_size}, {workers} workers, {torch.get_num_threads()} torch threads")
+    print(f"{len(videos)} videos ({len(paths)} files x {tile}), {encoder} at "
+          f"{spec.size}x{spec.size} (resize {prep.resize}), batch {batch_size}, {workers} "
+          f"workers, device {device}" + (f" ({torch.cuda.get_device_name(device)}, amp {amp})"
+                                         if cuda else f", {torch.get_num_threads()} threads"))
+
+    def forward(clips: torch.Tensor) -> int:
+        x = clips.to(device, non_blocking=cuda)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(device, amp):  # type: ignore[arg-type]
+            out = encode(model, x)
+        return len(out.float().cpu())  # the features leave the device, as in extraction
+
     with torch.inference_mode():
-        model(torch.zeros(batch_size, 3, 16, size, size))  # warm-up
+        forward(torch.zeros(batch_size, 3, 16, spec.size, spec.size))  # warm-up
 
     def ours(mode: str) -> Callable[[], int]:
         def method() -> int:
             writer = MemoryWriter()
             result = extract_features(videos, model, spec, sampler, writer=writer, mode=mode,
-                                      batch_size=batch_size, workers=workers, device="cpu")
+                                      batch_size=batch_size, workers=workers, device=device,
+                                      amp=amp)  # type: ignore[arg-type]
             return result.clips
         return method
 
     def reference() -> int:
-        dataset = ReferenceClips(paths, prep)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-        n = 0
+        dataset = ReferenceClips([v.path for v in videos], prep)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                            pin_memory=cuda)
         with torch.inference_mode():
-            for clips in loader:
-                n += len(model(clips))
-        return n
+            return sum(forward(clips) for clips in loader)
 
     def ours_data() -> int:
         loader = make_loader(videos, sampler, prep, batch_size=batch_size, workers=workers,
-                             device=torch.device("cpu"))
+                             device=device)
         return sum(len(batch.video_ids) for batch in loader)
 
     def reference_data() -> int:
-        loader = DataLoader(ReferenceClips(paths, prep), batch_size=batch_size,
-                            num_workers=workers)
+        loader = DataLoader(ReferenceClips([v.path for v in videos], prep),
+                            batch_size=batch_size, num_workers=workers)
         return sum(len(clips) for clips in loader)
 
-    clips = torch.stack([c.clip for v in videos for c in video_clips(v, sampler, prep)])
+    clips: torch.Tensor | None = None
 
     def model_only() -> int:
+        nonlocal clips
+        if clips is None:  # decoded once, outside the timing of every round but the first
+            clips = torch.stack([c.clip for v in paths for c in video_clips(
+                VideoInput(v.stem, v), sampler, prep)]).to(device)
+            if cuda:
+                torch.cuda.synchronize(device)
+            return -1
+        n = 0
         with torch.inference_mode():
-            for i in range(0, len(clips), batch_size):
-                model(clips[i:i + batch_size])
-        return len(clips)
+            for _ in range(tile):
+                for i in range(0, len(clips), batch_size):
+                    n += forward(clips[i:i + batch_size])
+        return n
 
-    methods = {"a": ("tspipe (reference mode)", ours("reference")),
-               "a_fast": ("tspipe (fast mode)", ours("fast")),
-               "b": ("reference strategy", reference),
-               "c": ("model alone", model_only),
-               "a_data": ("tspipe loader, no model", ours_data),
-               "b_data": ("reference loader, no model", reference_data)}
+    table = {"a": ("tspipe (reference mode)", ours("reference")),
+             "a_fast": ("tspipe (fast mode)", ours("fast")),
+             "b": ("reference strategy", reference),
+             "c": ("model alone", model_only),
+             "a_data": ("tspipe loader, no model", ours_data),
+             "b_data": ("reference loader, no model", reference_data)}
+    if "c" in methods:
+        model_only()  # pre-decode
     # Rounds over all methods, best of each kept: a burst of load elsewhere on the machine
     # then costs every method a round, not one method its only run.
     rates = dict.fromkeys(methods, 0.0)
+    util: dict[str, float | None] = {}
     for round_ in range(repeat):
-        for key, (_label, method) in methods.items():
-            t0 = time.perf_counter()
-            n = method()
-            rates[key] = max(rates[key], n / (time.perf_counter() - t0))
+        for key in methods:
+            with GpuUtilisation(device) as gpu:
+                t0 = time.perf_counter()
+                n = table[key][1]()
+                rate = n / (time.perf_counter() - t0)
+            if rate > rates[key]:
+                rates[key], util[key] = rate, gpu.mean
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),
               flush=True)
-    print(f"\n{'method':<36} clips/s (best of {repeat})")
-    for key, (label, _method) in methods.items():
-        print(f"{key + '  ' + label:<36} {rates[key]:8.1f}")
-    print(f"\na / b = {rates['a'] / rates['b']:.2f}   (goal >= 5)")
-    print(f"a / c = {rates['a'] / rates['c']:.2f}   (goal >= 0.8)")
-    print(f"a_fast / c = {rates['a_fast'] / rates['c']:.2f}")
-    print(f"a_data / b_data = {rates['a_data'] / rates['b_data']:.2f}   (the data paths alone)")
+    print(f"\n{'method':<36} clips/s (best of {repeat})" + ("   GPU util %" if cuda else ""))
+    for key in methods:
+        gpu = f"   {util[key]:.0f}" if cuda and util.get(key) is not None else ""
+        print(f"{key + '  ' + table[key][0]:<36} {rates[key]:8.1f}{gpu}")
+
+    def ratio(a: str, b: str, goal: str = "") -> None:
+        if a in rates and b in rates and rates[b]:
+            print(f"{a} / {b} = {rates[a] / rates[b]:.2f}" + (f"   (goal {goal})" if goal else ""))
+
+    print()
+    ratio("a", "b", ">= 5")
+    ratio("a", "c", ">= 0.8")
+    ratio("a_fast", "c")
+    ratio("a_data", "b_data")
+    return rates
 
 
 class ReferenceClips(Dataset):
