@@ -23,7 +23,7 @@ def _json(*args: str) -> object:
 def test_every_command(catalog_url: str) -> None:
     upgraded = runner.invoke(app, ["upgrade", "--url", catalog_url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0001" in upgraded.stdout
+    assert "revision 0002" in upgraded.stdout
     with Catalog(catalog_url) as catalog:
         filled = fill(catalog)
     url = ("--url", catalog_url)
@@ -89,7 +89,8 @@ def test_errors_go_to_stderr_with_exit_1(catalog_url: str,
 def test_every_command_has_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("upgrade", "list", "show", "best", "compare", "videos", "datasets"):
+    for command in ("upgrade", "list", "show", "best", "compare", "videos", "feature-videos",
+                    "datasets"):
         helped = runner.invoke(app, [command, "--help"])
         assert helped.exit_code == 0 and "--url" in helped.stdout
         info = next(c for c in app.registered_commands

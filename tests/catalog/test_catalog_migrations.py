@@ -11,7 +11,8 @@ from tspipe.catalog import current_revision, head_revision, make_engine, upgrade
 from tspipe.catalog.migrate import alembic_config
 from tspipe.catalog.models import Base
 
-TABLES = {"datasets", "videos", "checkpoints", "feature_versions", "evaluations"}
+TABLES = {"datasets", "videos", "checkpoints", "feature_versions", "evaluations",
+          "feature_videos"}
 
 
 def test_models_and_migration_agree(catalog_url: str) -> None:

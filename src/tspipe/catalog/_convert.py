@@ -14,6 +14,8 @@ from tspipe.catalog.records import (
     DatasetRecord,
     EvaluationRecord,
     FeatureVersionRecord,
+    FeatureVideoRecord,
+    FeatureVideoRow,
     VideoRecord,
     VideoRow,
 )
@@ -50,11 +52,30 @@ def check_value(value: float, *, item: str) -> float:
     return number
 
 
-def video_values(dataset_id: int, row: VideoRow, now: datetime) -> dict[str, Any]:
-    item = f"dataset {dataset_id}, video {row.video_id!r}"
-    if not isinstance(row.video_id, str) or not row.video_id or len(row.video_id) > 255:
+def check_video_id(video_id: str, *, item: str) -> str:
+    if not isinstance(video_id, str) or not video_id or len(video_id) > 255:
         raise CatalogError(f"{item}: field video_id must be a non-empty string of at most "
                            "255 characters")
+    return video_id
+
+
+def _count(value: int | None, *, field: str, item: str, least: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise CatalogError(f"{item}: {field} {value!r} is not an integer >= {least}")
+    return value
+
+
+def _text(value: str | None, *, field: str, item: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise CatalogError(f"{item}: {field} {value!r} is not a string")
+    return value
+
+
+def video_values(dataset_id: int, row: VideoRow, now: datetime) -> dict[str, Any]:
+    item = f"dataset {dataset_id}, video {row.video_id!r}"
+    check_video_id(row.video_id, item=item)
     return {
         "dataset_id": dataset_id,
         "video_id": row.video_id,
@@ -66,6 +87,29 @@ def video_values(dataset_id: int, row: VideoRow, now: datetime) -> dict[str, Any
         "num_frames": row.num_frames,
         "status": one_of(row.status, models.VIDEO_STATUSES, field="status", item=item),
         "reason": row.reason,
+        "updated_at": now,
+    }
+
+
+def feature_video_values(feature_version_id: str, row: FeatureVideoRow,
+                         now: datetime) -> dict[str, Any]:
+    item = f"feature version {feature_version_id[:12]}, video {row.video_id!r}"
+    check_video_id(row.video_id, item=item)
+    reused_from = None
+    if row.reused_from is not None:
+        reused_from = check_sha256(row.reused_from, field=f"{item}: reused_from")
+        if reused_from == feature_version_id:
+            raise CatalogError(f"{item}: reused_from names this feature version itself "
+                               "(leave it None for features computed in this version)")
+    return {
+        "feature_version_id": feature_version_id,
+        "video_id": row.video_id,
+        "status": one_of(row.status, models.FEATURE_VIDEO_STATUSES, field="status", item=item),
+        "num_clips": _count(row.num_clips, field="num_clips", item=item, least=0),
+        "feature_dim": _count(row.feature_dim, field="feature_dim", item=item, least=1),
+        "reason": _text(row.reason, field="reason", item=item),
+        "reused_from": reused_from,
+        "shard": _text(row.shard, field="shard", item=item),
         "updated_at": now,
     }
 
@@ -113,4 +157,12 @@ def evaluation_record(row: models.Evaluation) -> EvaluationRecord:
         id=row.id, feature_version_id=row.feature_version_id, method=row.method,
         dataset_id=row.dataset_id, subset=row.subset, metric=row.metric, value=row.value,
         mlflow_run_id=row.mlflow_run_id, created_at=utc(row.created_at),
+    )
+
+
+def feature_video_record(row: models.FeatureVideo) -> FeatureVideoRecord:
+    return FeatureVideoRecord(
+        feature_version_id=row.feature_version_id, video_id=row.video_id, status=row.status,
+        num_clips=row.num_clips, feature_dim=row.feature_dim, reason=row.reason,
+        reused_from=row.reused_from, shard=row.shard, updated_at=utc(row.updated_at),
     )

@@ -30,6 +30,7 @@ from tspipe.catalog.models import (
     Dataset,
     Evaluation,
     FeatureVersion,
+    FeatureVideo,
     Video,
     utcnow,
 )
@@ -41,6 +42,8 @@ from tspipe.catalog.records import (
     EvaluationRecord,
     FeatureLineage,
     FeatureVersionRecord,
+    FeatureVideoRecord,
+    FeatureVideoRow,
     VideoRecord,
     VideoRow,
 )
@@ -49,7 +52,8 @@ from tspipe.errors import CatalogError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Rows per INSERT statement of upsert_videos; all of them share one transaction.
+# Rows per INSERT statement of upsert_videos and record_feature_videos; all of them share
+# one transaction.
 _CHUNK_ROWS = 500
 
 
@@ -256,6 +260,42 @@ class Catalog:
 
         return self._write(f"set status of {item}", work)
 
+    def record_feature_videos(self, feature_version_id: str,
+                              rows: Iterable[FeatureVideoRow]) -> int:
+        """Insert or replace each video's outcome in a feature version, in one transaction;
+        return how many distinct video ids were written (a repeated id: the last row wins).
+
+        A row replaces every stored field of its (feature version, video), so recording the
+        same rows again leaves the same rows. A bad row anywhere, or a feature version not
+        in the catalog, raises CatalogError and writes nothing.
+        """
+        fid = feature_version_id
+        item = f"feature version {fid[:12]}"
+        latest: dict[str, FeatureVideoRow] = {}
+        for row in rows:
+            if not isinstance(row, FeatureVideoRow):
+                raise CatalogError(f"{item}: expected FeatureVideoRow, got {row!r}")
+            latest[row.video_id] = row
+        now = utcnow()
+        # Checked before the transaction; sorted: one lock order for concurrent writers.
+        values = [cv.feature_video_values(fid, latest[key], now)
+                  for key in sorted(latest, key=str)]
+
+        def work(session: Session) -> int:
+            q.require(session, FeatureVersion, fid, "feature version")
+            stmt = _insert(session, FeatureVideo)
+            new = stmt.excluded
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["feature_version_id", "video_id"],
+                set_={name: getattr(new, name) for name in (
+                    "status", "num_clips", "feature_dim", "reason", "reused_from", "shard",
+                    "updated_at")})
+            for start in range(0, len(values), _CHUNK_ROWS):
+                session.execute(stmt, values[start:start + _CHUNK_ROWS])
+            return len(values)
+
+        return self._write(f"record videos of {item}", work)
+
     def record_evaluations(
         self, feature_version_id: str, *, method: str, subset: str,
         metrics: Mapping[str, float], dataset_id: int | None = None,
@@ -317,6 +357,13 @@ class Catalog:
         """Videos, optionally of one dataset (name or id) and with one status."""
         with self._read() as session:
             return q.videos(session, dataset, status)
+
+    def feature_videos(self, feature_version_id: str,
+                       status: str | None = None) -> list[FeatureVideoRecord]:
+        """The per-video rows of a feature version (id or unique prefix), by video id,
+        optionally only those with one status (ok, failed)."""
+        with self._read() as session:
+            return q.feature_videos(session, feature_version_id, status)
 
     def checkpoints(self, arch: str | None = None) -> list[CheckpointRecord]:
         """Encoder checkpoints (official imports, pretrain outputs, random inits), oldest

@@ -129,7 +129,7 @@ def show(
     if as_json:
         _emit_json(lineage)
         return
-    f, ds = lineage.feature, lineage.dataset
+    f, ds, n = lineage.feature, lineage.dataset, lineage.video_counts
     _table(f"feature version {f.id}", ["field", "value"], [
         ("dataset", f"{ds.name} (id {ds.id}, {ds.format}, annotations {ds.annotation_sha256})"),
         ("encoder", f.encoder), ("status", f.status),
@@ -137,6 +137,7 @@ def show(
         ("manifest", f.manifest_sha256), ("code version", f.code_version),
         ("storage", f.storage_uri), ("dvc md5", f.dvc_md5), ("git commit", f.git_commit),
         ("videos / dim", f"{f.num_videos} / {f.feature_dim}"),
+        ("video status", f"{n.ok} ok ({n.reused} reused), {n.failed} failed"),
         ("mlflow runs", ", ".join(lineage.mlflow_run_ids)), ("created", _when(f)),
     ])
     _table("checkpoints (used, then what it started from)",
@@ -217,6 +218,25 @@ def videos(
            ["dataset", "video", "subset", "status", "reason", "duration", "fps"],
            [(v.dataset_name, v.video_id, v.subset, v.status, v.reason, v.duration, v.fps)
             for v in rows])
+
+
+@app.command("feature-videos")
+def feature_videos(
+    feature_id: Annotated[str, typer.Argument(help="Feature version id or a unique prefix.")],
+    status: Annotated[str | None, typer.Option(
+        help="Only videos with this status: ok, failed.")] = None,
+    url: Url = None, as_json: Json = False,
+) -> None:
+    """List a feature version's videos: ok or failed (and why), reused from, shard."""
+    with _opened(url) as catalog:
+        rows = catalog.feature_videos(feature_id, status=status)
+    if as_json:
+        _emit_json(rows)
+        return
+    title = f"videos of feature version {feature_id} ({len(rows)})"
+    _table(title, ["video", "status", "clips", "dim", "reason", "reused from", "shard"],
+           [(v.video_id, v.status, v.num_clips, v.feature_dim, v.reason,
+             v.reused_from and v.reused_from[:_SHORT], v.shard) for v in rows])
 
 
 @app.command()

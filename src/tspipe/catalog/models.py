@@ -35,6 +35,7 @@ NAMING_CONVENTION = {
 VIDEO_STATUSES = ("ok", "missing", "failed", "pending")
 FEATURE_STATUSES = ("pending", "complete", "failed")
 CHECKPOINT_ORIGINS = ("official", "pretrain", "scratch")
+FEATURE_VIDEO_STATUSES = ("ok", "failed")
 
 
 def utcnow() -> datetime:
@@ -131,6 +132,27 @@ class FeatureVersion(Base):
     num_videos: Mapped[int | None] = mapped_column(Integer)
     feature_dim: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeatureVideo(Base):
+    """One video of a feature version: whether its features were written, how many clips,
+    and where. ``reused_from`` is the feature version whose stored features were copied
+    (NULL when computed in this version); ``shard`` the HDF5 file, relative to the
+    version's folder, that holds them."""
+
+    __tablename__ = "feature_videos"
+    __table_args__ = (CheckConstraint(_one_of("status", FEATURE_VIDEO_STATUSES), name="status"),)
+
+    feature_version_id: Mapped[str] = mapped_column(ForeignKey("feature_versions.id"),
+                                                    primary_key=True)
+    video_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    num_clips: Mapped[int | None] = mapped_column(Integer)
+    feature_dim: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    reused_from: Mapped[str | None] = mapped_column(String(64))
+    shard: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

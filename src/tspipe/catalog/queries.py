@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from tspipe.catalog import _convert as cv
 from tspipe.catalog.models import (
+    FEATURE_VIDEO_STATUSES,
     VIDEO_STATUSES,
     Checkpoint,
     Dataset,
     Evaluation,
     FeatureVersion,
+    FeatureVideo,
     Video,
 )
 from tspipe.catalog.records import (
@@ -25,6 +27,8 @@ from tspipe.catalog.records import (
     DatasetRecord,
     FeatureLineage,
     FeatureVersionRecord,
+    FeatureVideoCounts,
+    FeatureVideoRecord,
     VideoRecord,
 )
 from tspipe.errors import CatalogError
@@ -120,6 +124,32 @@ def feature_versions(session: Session, dataset: str | int | None = None,
     return [cv.feature_record(row, name) for row, name in session.execute(stmt)]
 
 
+def feature_videos(session: Session, id_or_prefix: str,
+                   status: str | None = None) -> list[FeatureVideoRecord]:
+    fid = resolve(session, id_or_prefix)
+    stmt = (select(FeatureVideo).where(FeatureVideo.feature_version_id == fid)
+            .order_by(FeatureVideo.video_id))
+    if status is not None:
+        cv.one_of(status, FEATURE_VIDEO_STATUSES, field="status",
+                  item=f"videos of feature version {fid[:12]}")
+        stmt = stmt.where(FeatureVideo.status == status)
+    return [cv.feature_video_record(row) for row in session.scalars(stmt)]
+
+
+def feature_video_counts(session: Session, fid: str) -> FeatureVideoCounts:
+    """ok / failed videos of a feature version, and how many of the ok ones were reused
+    (their features copied from another version)."""
+    counts = dict(session.execute(
+        select(FeatureVideo.status, func.count())
+        .where(FeatureVideo.feature_version_id == fid).group_by(FeatureVideo.status)).all())
+    reused = session.scalar(
+        select(func.count()).select_from(FeatureVideo)
+        .where(FeatureVideo.feature_version_id == fid, FeatureVideo.status == "ok",
+               FeatureVideo.reused_from.is_not(None)))
+    return FeatureVideoCounts(ok=counts.get("ok", 0), failed=counts.get("failed", 0),
+                              reused=reused or 0)
+
+
 def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
     version = feature(session, resolve(session, id_or_prefix))
     dataset = cv.dataset_record(require(session, Dataset, version.dataset_id, "dataset"))
@@ -139,7 +169,8 @@ def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
             *(a.mlflow_run_id for a in ancestors), *(e.mlflow_run_id for e in evaluations)]
     return FeatureLineage(
         feature=version, dataset=dataset, checkpoint=checkpoint, ancestors=tuple(ancestors),
-        evaluations=evaluations, mlflow_run_ids=tuple(dict.fromkeys(r for r in runs if r)))
+        evaluations=evaluations, mlflow_run_ids=tuple(dict.fromkeys(r for r in runs if r)),
+        video_counts=feature_video_counts(session, version.id))
 
 
 def best(session: Session, metric: str, dataset: str | int | None = None,

@@ -33,6 +33,25 @@ class VideoRow:
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureVideoRow:
+    """One video's outcome in a feature version, to upsert; it replaces every stored field
+    of that video (a video recomputed after a failure loses its old ``reason``).
+
+    ``reused_from`` is the id of the feature version whose stored features were copied
+    for this video (None when computed in this version); ``shard`` the HDF5 file, relative
+    to the version's folder, that holds them.
+    """
+
+    video_id: str
+    status: str
+    num_clips: int | None = None
+    feature_dim: int | None = None
+    reason: str | None = None
+    reused_from: str | None = None
+    shard: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetRecord:
     id: int
     name: str
@@ -98,6 +117,29 @@ class FeatureVersionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureVideoRecord:
+    feature_version_id: str
+    video_id: str
+    status: str
+    num_clips: int | None
+    feature_dim: int | None
+    reason: str | None
+    reused_from: str | None
+    shard: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVideoCounts:
+    """How many videos of a feature version are ``ok`` and ``failed``; ``reused`` counts
+    those whose features were copied from another version (included in ``ok``)."""
+
+    ok: int = 0
+    failed: int = 0
+    reused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class EvaluationRecord:
     id: int
     feature_version_id: str
@@ -115,7 +157,8 @@ class FeatureLineage:
     """Everything a feature version came from and every score it got.
 
     ``ancestors`` walks the checkpoint's parents (the pretrain's init, its init, ...);
-    ``mlflow_run_ids`` names every MLflow run involved, feature run first.
+    ``mlflow_run_ids`` names every MLflow run involved, feature run first;
+    ``video_counts`` sums the version's per-video rows (all 0 when none were recorded).
     """
 
     feature: FeatureVersionRecord
@@ -124,6 +167,7 @@ class FeatureLineage:
     ancestors: tuple[CheckpointRecord, ...]
     evaluations: tuple[EvaluationRecord, ...]
     mlflow_run_ids: tuple[str, ...]
+    video_counts: FeatureVideoCounts = dataclasses.field(default_factory=FeatureVideoCounts)
 
 
 @dataclass(frozen=True, slots=True)
