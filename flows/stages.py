@@ -6,5 +6,7 @@ synth = STAGE_FLOWS["synth"]
 ingest = STAGE_FLOWS["ingest"]
 download = STAGE_FLOWS["download"]
 decode = STAGE_FLOWS["decode"]
+gvf = STAGE_FLOWS["gvf"]
+extract = STAGE_FLOWS["extract"]
 
-__all__ = ["decode", "download", "ingest", "synth"]
+__all__ = ["decode", "download", "extract", "gvf", "ingest", "synth"]

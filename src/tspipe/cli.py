@@ -83,6 +83,10 @@ def stage(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
     track: Annotated[bool, typer.Option(help="Log an MLflow run.")] = True,
+    shard: Annotated[str | None, typer.Option(
+        help="I/N: run only shard I of N (1-based; batches I, I+N, ...) of a stage that runs "
+             "in shards (gvf, extract, decode, download), e.g. one per machine. The run that "
+             "completes the last shard finalizes and records the stage.")] = None,
 ) -> None:
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
     from tspipe.reporting import RichReporter
@@ -93,8 +97,19 @@ def stage(
         raise TspipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     p, paths = _load(params, root)
     with RichReporter() as reporter:
-        outcome = run_stage(name, p, paths, reporter, track=track)
+        outcome = run_stage(name, p, paths, reporter, track=track,
+                            shard=None if shard is None else _parse_shard(shard))
     typer.echo(json.dumps(outcome.result.metrics(), sort_keys=True))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise TspipeError(f"--shard {text!r}: write I/N, e.g. 2/3") from None
+    if not 1 <= i <= n:
+        raise TspipeError(f"--shard {text!r}: I must be in 1..N")
+    return i, n
 
 
 @app.command()

@@ -158,16 +158,47 @@ class PretrainConfig(Section):
     device: str = "auto"
 
 
-class ExtractConfig(Section):
+class EncoderRunConfig(Section):
+    """An encoder run over every decoded video's sliding windows (``clip:`` section), in
+    shards of ``shard_size`` videos: what the ``gvf`` and ``extract`` stages share."""
+
     encoder: str = "r2plus1d_34"
-    checkpoint: str | None = None  # default: the pretrain stage's output
+    checkpoint: str | None = None
+    # Without any checkpoint: seeded random weights, recorded as origin "scratch" (smoke
+    # tests and the CPU demo only; such features say nothing about a real encoder).
+    allow_random_init: bool = False
+    seed: NonNegInt = 0  # seed of those random weights
     preprocessing: Literal["reference", "fast"] = "reference"
+    # (H, W) resize before the center crop; None: TSP's 128x171 scaled to the encoder's crop.
+    resize: tuple[PosInt, PosInt] | None = None
     batch_size: PosInt = 64
     workers: NonNegInt = 2
-    dtype: Literal["float32", "float16"] = "float32"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
-    shard_size: PosInt = 500  # videos per HDF5 shard
+    shard_size: PosInt = 500  # videos per shard: one HDF5 file, one task
+    # local: shards one after another in this process; ray: one Prefect task per shard on
+    # Ray (prefect-ray), each asking Ray for ray_gpus_per_shard GPUs and ray_cpus_per_shard CPUs.
+    runner: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: a local Ray instance; "auto" or ray://host:10001
+    ray_gpus_per_shard: NonNegFloat = 1.0  # asked only when the Ray cluster has GPUs
+    ray_cpus_per_shard: PosFloat = 1.0
+
+
+class GvfConfig(EncoderRunConfig):
+    """The global video feature TSP's region head reads: the encoder's clip features
+    pooled over each video (TSP: max, Kinetics-pretrained R(2+1)D-34)."""
+
+    enabled: bool = True  # the pipeline runs `gvf` when true (TSP training needs it)
+    pooling: Literal["max", "mean"] = "max"
+
+
+class ExtractConfig(EncoderRunConfig):
+    dtype: Literal["float32", "float16"] = "float32"  # on disk
+    # Written beside the shards by the stage: npy (OpenTAD / ActionFormer), csv (BMN),
+    # h5 (one merged file, TSP-style).
+    export: list[Literal["npy", "csv", "h5"]] = []
+    # Prefix of the .npy / .csv file names (ActivityNet tools expect "v_" + the YouTube id).
+    export_id_prefix: str = ""
 
 
 class LocalizeConfig(Section):
@@ -216,6 +247,7 @@ class Params(Section):
     decode: DecodeConfig = DecodeConfig()
     clip: ClipConfig = ClipConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    gvf: GvfConfig = GvfConfig()
     extract: ExtractConfig = ExtractConfig()
     localize: LocalizeConfig = LocalizeConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -90,8 +90,31 @@ class RunPaths:
     def model_dir(self, run: str) -> Path:
         return self.root / "models" / safe_id(run, what="run name")
 
+    @property
+    def pretrain_checkpoint(self) -> Path:
+        """The pretrain stage's encoder: extraction's default weights."""
+        return self.model_dir("pretrain") / "checkpoint.pt"
+
+    @property
+    def features_root(self) -> Path:
+        return self.root / "features"
+
     def features_dir(self, version: str) -> Path:
-        return self.root / "features" / safe_id(version, what="feature version")
+        return self.features_root / safe_id(version, what="feature version")
+
+    @property
+    def features_current(self) -> Path:
+        """``{"feature_version", "dir"}`` of the extraction that finished last."""
+        return self.features_root / "current.json"
+
+    @property
+    def gvf_root(self) -> Path:
+        return self.data / "gvf"
+
+    @property
+    def gvf_file(self) -> Path:
+        """The global video features TSP training reads (its released format)."""
+        return self.gvf_root / "gvf.h5"
 
     def results_dir(self, version: str, method: str) -> Path:
         return (self.root / "results" / safe_id(version, what="feature version")

@@ -105,10 +105,50 @@ def _record_decode(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     cat.upsert_videos(_dataset_id(cat, paths, params), rows)
 
 
+def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                    mlflow_run_id: str | None) -> None:
+    """The checkpoint, the feature version (complete) and every video's status in it.
+    Recording the same version again changes nothing (same id, same rows)."""
+    import json
+
+    from tspipe.catalog import FeatureVideoRow
+    from tspipe.provenance import git_commit
+
+    dataset_id = _dataset_id(cat, paths, params)
+    ckpt_uri = Path(result.checkpoint).as_uri() if result.checkpoint else None
+    extra = {} if result.checkpoint_origin != "pretrain" else {"dataset_id": dataset_id}
+    cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder,
+                            origin=result.checkpoint_origin, uri=ckpt_uri,
+                            params={"random_init_seed": params.extract.seed}
+                            if result.checkpoint is None else {},
+                            **extra)
+    commit = git_commit(paths.root)
+    version = cat.register_feature_version(
+        dataset_id=dataset_id, checkpoint_sha256=result.checkpoint_sha256,
+        encoder=result.encoder, params=result.params, manifest_sha256=result.manifest_sha256,
+        code_version=result.code_version, storage_uri=Path(result.features_dir).as_uri(),
+        mlflow_run_id=mlflow_run_id, git_commit=commit, status="pending",
+        num_videos=result.ok, feature_dim=result.feature_dim)
+    if version.id != result.feature_version:
+        raise StageError(f"catalog: feature version {version.id[:12]} registered for what "
+                         f"extraction calls {result.feature_version[:12]}: the id recipes "
+                         "disagree")
+    index = json.loads(Path(result.index).read_text(encoding="utf-8"))
+    cat.record_feature_videos(version.id, [
+        FeatureVideoRow(video_id=vid, status=v["status"], num_clips=v.get("num_clips"),
+                        feature_dim=result.feature_dim if v["status"] == "ok" else None,
+                        reason=v.get("reason"), reused_from=v.get("reused_from"),
+                        shard=v.get("shard"))
+        for vid, v in sorted(index["videos"].items())])
+    cat.set_feature_status(version.id, "complete" if result.ok else "failed",
+                           mlflow_run_id=mlflow_run_id)
+
+
 RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
     "ingest": _record_ingest,
     "download": _record_download,
     "decode": _record_decode,
+    "extract": _record_extract,
 }
 
 

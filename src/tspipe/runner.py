@@ -68,20 +68,25 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
                    *, cached: bool = False) -> None:
     """Log the stage's result to its MLflow run and register it in the catalog."""
     from tspipe.recording import record
+    from tspipe.stages import PartialRun
 
     run.log_metrics(result.metrics())
     run.log_dict(result.to_dict(), f"{name}_result.json")
-    run.set_tags({"tspipe.cached": str(cached).lower()})
+    run.set_tags({"tspipe.cached": str(cached).lower(), **getattr(result, "tags", dict)()})
+    if isinstance(result, PartialRun):
+        return  # other shards still to run: the run that finalizes records it
     record(name, result, params, paths, mlflow_run_id=run.run_id)
 
 
 def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
               track: bool = True, parent_id: str | None = None,
-              tags: Mapping[str, str] | None = None) -> StageOutcome:
-    """Run stage ``name`` now (no cache), log it to MLflow and record it in the catalog."""
+              tags: Mapping[str, str] | None = None,
+              shard: tuple[int, int] | None = None) -> StageOutcome:
+    """Run stage ``name`` now (no cache), log it to MLflow and record it in the catalog.
+    ``shard=(i, n)``: only shard ``i`` of ``n`` (see :meth:`Batching.run_all`)."""
     stage = STAGES[name]
     tracker = make_tracker(params, paths) if track else None
     with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
-        result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)))
+        result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)), shard)
         record_outcome(name, result, run, params, paths)
     return StageOutcome(name, result, run.run_id)

@@ -14,9 +14,15 @@ TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
               "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0}
 
 
+# Encoder runs decode in the test process: spawned workers cost seconds each to start.
+TINY_ENCODER_RUN = {"workers": 0, "batch_size": 16}
+
+
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["synth"].update(TINY_SYNTH)
+    raw["gvf"].update(TINY_ENCODER_RUN)
+    raw["extract"].update(TINY_ENCODER_RUN)
     for section, values in overrides.items():
         raw[section].update(values)
     path = root / "params.yaml"

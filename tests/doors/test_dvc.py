@@ -81,7 +81,7 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
     for name, stage in STAGES.items():
         entry = spec[name]
         assert entry["cmd"] == f"tspipe stage {name}"
-        assert entry["params"] == list(stage.sections), name
+        assert entry["params"] == [*stage.sections, *stage.extra_params], name
         deps = entry["deps"]
         for module in stage.code:
             rel = "src/" + module.replace(".", "/")

@@ -23,7 +23,8 @@ def _runs(root):
 def test_pipeline_flow_end_to_end_then_cached(run_dir):
     root = run_dir
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
-    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest", "download", "decode"]
+    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest", "download", "decode",
+                                                       "gvf", "extract"]
     assert not any(r["cached"] for r in summary["stages"])
 
     videos = sorted((root / "data/synth/videos").glob("*.mp4"))
@@ -40,7 +41,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert sorted(r.data.tags["tspipe.stage"] for r in children) == [
-        "decode", "download", "ingest", "synth"]
+        "decode", "download", "extract", "gvf", "ingest", "synth"]
     ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
@@ -61,17 +62,34 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert decode_run.data.metrics["ok"] == 3.0
     assert (root / "data/clips/groundtruth.parquet").exists()
 
+    # Extraction: one feature version, complete, its id on the MLflow run and in the file.
+    current = json.loads((root / "features/current.json").read_text())
+    extract_run = next(r for r in children if r.data.tags["tspipe.stage"] == "extract")
+    assert extract_run.data.tags["tspipe.feature_version"] == current["feature_version"]
+    assert extract_run.data.metrics["ok"] == 3.0 and extract_run.data.metrics["clips"] > 0
+    with Catalog(url) as cat:
+        [version] = cat.list_feature_versions()
+        assert (version.id, version.status, version.num_videos) == (
+            current["feature_version"], "complete", 3)
+        assert version.mlflow_run_id == extract_run.info.run_id
+        assert [v.status for v in cat.feature_videos(version.id)] == ["ok"] * 3
+    gvf_run = next(r for r in children if r.data.tags["tspipe.stage"] == "gvf")
+    assert gvf_run.data.metrics["ok"] == 3.0
+    assert (root / "data/gvf/gvf.h5").exists()
+
     # Second run: everything from the cache, nothing new in the catalog.
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
     assert all(r["cached"] for r in again["stages"])
     with Catalog(url) as cat:
         assert len(cat.datasets()) == 1
         assert len(cat.videos()) == 3
+        assert len(cat.list_feature_versions()) == 1
     assert len([r for r in _runs(root) if r.data.tags.get("tspipe.kind") == "pipeline"]) == 2
 
     # A deleted output is rebuilt, not served stale from the cache.
     (root / "data/annotations/annotations.json").unlink()
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
-    assert state == {"synth": True, "ingest": False, "download": True, "decode": True}
+    assert state == {"synth": True, "ingest": False, "download": True, "decode": True,
+                     "gvf": True, "extract": True}
     assert (root / "data/annotations/annotations.json").exists()

@@ -97,3 +97,22 @@ def extract_gvf(videos: Sequence[VideoInput], model: nn.Module, spec: InputSpec,
     with GVFWriter(out, pooling=pooling, attrs=attrs) as writer:
         return extract_features(videos, model, spec, sampler, writer=writer,
                                 reporter=reporter, **options)
+
+
+def merge_gvf(shards: Sequence[str | Path], out: str | Path, *,
+              attrs: Mapping[str, Any] | None = None) -> Path:
+    """GVF shard files -> one GVF file in the released format, written atomically; a
+    video id in two shards is refused."""
+    from tspipe.io import atomic_path
+
+    vectors: dict[str, np.ndarray] = {}
+    for shard in shards:
+        for key, vector in read_gvf(shard).items():
+            if key in vectors:
+                raise StageError(f"{shard}: video {key!r} is in another GVF shard too")
+            vectors[key] = vector
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(dict(attrs or {}))
+        for key in sorted(vectors):
+            write_gvf_dataset(f, key, vectors[key])
+    return Path(out)

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
 from tspipe.config import Params, load_params
+from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
 from tspipe.runner import record_outcome, stage_run
@@ -115,10 +116,56 @@ def _markdown(name: str, result: Any, cached: bool) -> str:
                       *rows])
 
 
+def ray_task_runner(address: str | None) -> Any:
+    """prefect-ray's task runner: a local Ray instance, or the cluster at ``address``."""
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise StageError("runner: ray needs the ray extra: pip install 'tspipe[ray]'") from None
+    import os
+
+    # Ray's own usage reporting is off unless the user turned it on.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return RayTaskRunner(address=address, init_kwargs={"include_dashboard": False}
+                         if address is None else {})
+
+
+@flow(name="tspipe-shards-on-ray")
+def ray_batches_flow(name: str, params_path: str, root: str,
+                     calls: list[tuple[list[str], str, bool]],
+                     mlflow_run_id: str | None) -> list[bool]:
+    """One task per shard, submitted to Ray at once; each asks Ray for the GPUs
+    (``ray_gpus_per_shard``, when the cluster has any) and CPUs of one shard. Returns, per
+    shard, whether it was served from the cache."""
+    import ray
+    from prefect_ray.context import remote_options
+
+    params, paths = load(params_path, root)
+    cfg = getattr(params, name)
+    policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    resources = {"num_cpus": cfg.ray_cpus_per_shard,
+                 "num_gpus": cfg.ray_gpus_per_shard if has_gpus else 0}
+    futures = []
+    for ids, key, refresh in calls:
+        with remote_options(**resources):
+            futures.append(run_batch_task.with_options(
+                cache_policy=policy, refresh_cache=refresh,
+                task_run_name=f"{name}-shard-{ids[0]}").submit(
+                name, params_path, root, ids, key, mlflow_run_id))
+    for future in futures:
+        future.wait()
+    for future in futures:
+        future.result()  # raise the first failure
+    return [future.state.name == "Cached" for future in futures]
+
+
 def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
                    parent_run_id: str | None = None) -> dict[str, Any]:
     """Body of every stage flow: MLflow run -> cached stage task -> record -> artifact."""
+    root = str(RunPaths.at(root).root)  # absolute: tasks may run in other processes (Ray)
     params, paths = load(params_path, root)
+    params_path = str(paths.resolve(params_path))
     policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
     tracker = make_tracker(params, paths)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
@@ -132,18 +179,24 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
             cached = state.name == "Cached"
         else:
             batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
-            states = []
-            for batch in stage.batching.batches(params, paths):
-                refresh = not stage.batching.batch_done(params, paths, batch)
-                states.append(run_batch_task.with_options(
-                    cache_policy=batch_policy, refresh_cache=refresh,
-                    task_run_name=f"{name}-batch-{batch.ids[0]}")(
-                    name, params_path, root, list(batch.ids), batch.key, run.run_id,
-                    return_state=True))
-            for st in states:
-                st.result()  # raise the first failure
+            calls = [(list(b.ids), b.key, not stage.batching.batch_done(params, paths, b))
+                     for b in stage.batching.batches(params, paths)]
+            cfg = getattr(params, name, None)
+            if getattr(cfg, "runner", "local") == "ray":
+                cached_flags = ray_batches_flow.with_options(
+                    task_runner=ray_task_runner(cfg.ray_address))(
+                    name, params_path, root, calls, run.run_id)
+            else:
+                cached_flags = []
+                for ids, key, refresh in calls:
+                    st = run_batch_task.with_options(
+                        cache_policy=batch_policy, refresh_cache=refresh,
+                        task_run_name=f"{name}-batch-{ids[0]}")(
+                        name, params_path, root, ids, key, run.run_id, return_state=True)
+                    st.result()  # raise the first failure
+                    cached_flags.append(st.name == "Cached")
             result = finalize_task(name, params_path, root, run.run_id)
-            cached = bool(states) and all(st.name == "Cached" for st in states)
+            cached = bool(cached_flags) and all(cached_flags)
         record_task(name, result, params_path, root, run.run_id, cached)
     create_markdown_artifact(_markdown(name, result, cached), key=f"tspipe-{name}",
                              description=f"tspipe stage {name}")

@@ -15,7 +15,7 @@ from typing import Any
 from tspipe.config import Params
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, Batching, Stage, StageResult, tree_hash
+from tspipe.stages.base import Batch, Batching, PartialRun, Stage, StageResult, tree_hash
 
 
 def _run_synth(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
@@ -101,6 +101,50 @@ STAGES["decode"] = Stage(
     batching=_batching("tspipe.stages.decode"),
 )
 
+_ENCODER_RUN_CODE = ("tspipe.stages.encoder_runs", "tspipe.extract.cli", "tspipe.extract.loader",
+                     "tspipe.extract.preprocess", "tspipe.extract.runner",
+                     "tspipe.extract.writers", "tspipe.data.clip_sampler",
+                     "tspipe.models.checkpoints")
+
+
+def _encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
+    def inputs(params: Params, paths: RunPaths) -> list[Path]:
+        cfg = getattr(params, stage)
+        files = [paths.decode_report]
+        if cfg.checkpoint:
+            files.append(paths.resolve(cfg.checkpoint))
+        elif stage == "extract":
+            files.append(paths.pretrain_checkpoint)
+        elif params.pretrain.init_checkpoint:
+            files.append(paths.resolve(params.pretrain.init_checkpoint))
+        return files
+
+    return inputs
+
+
+STAGES["gvf"] = Stage(
+    name="gvf",
+    help="Global video features (encoder clip features pooled per video) for TSP training.",
+    sections=("gvf", "clip"),
+    extra_params=("pretrain.init_checkpoint",),
+    inputs=_encoder_inputs("gvf"),
+    outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
+    code=("tspipe.stages.gvf", "tspipe.extract.gvf", *_ENCODER_RUN_CODE),
+    batching=_batching("tspipe.stages.gvf"),
+    enabled=lambda params: params.gvf.enabled,
+)
+
+STAGES["extract"] = Stage(
+    name="extract",
+    help="Clip features of every decoded video: versioned HDF5 shards, exports, catalog.",
+    sections=("extract", "clip"),
+    inputs=_encoder_inputs("extract"),
+    outputs=lambda params, paths: [paths.features_current, paths.metrics("extract")],
+    code=("tspipe.stages.extract", "tspipe.extract.export", *_ENCODER_RUN_CODE),
+    batching=_batching("tspipe.stages.extract"),
+)
+
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 
-__all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "Stage", "StageResult", "tree_hash"]
+__all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "PartialRun", "Stage", "StageResult",
+           "tree_hash"]

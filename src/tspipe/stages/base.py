@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tspipe import __version__
 from tspipe.config import Params
+from tspipe.errors import StageError
 from tspipe.io import sha256_file, sha256_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
@@ -64,10 +65,44 @@ class Batching:
     batch_done: Callable[[Params, RunPaths, Batch], bool]
     finalize: Callable[[Params, RunPaths, Reporter], Any]
 
-    def run_all(self, params: Params, paths: RunPaths, reporter: Reporter) -> Any:
-        for batch in self.batches(params, paths):
+    def run_all(self, params: Params, paths: RunPaths, reporter: Reporter,
+                shard: tuple[int, int] | None = None) -> Any:
+        """Every batch, then ``finalize``. ``shard=(i, n)`` runs only batches ``i-1, i-1+n,
+        ...`` (``i`` in 1..n), and finalizes only once every batch is done."""
+        batches = self.batches(params, paths)
+        if shard is None:
+            mine = batches
+        else:
+            i, n = shard
+            if not 1 <= i <= n:
+                raise StageError(f"--shard {i}/{n}: i must be in 1..{n}")
+            mine = batches[i - 1::n]
+        for batch in mine:
             self.run_batch(params, paths, batch, reporter)
+        if shard is not None:
+            done = sum(self.batch_done(params, paths, b) for b in batches)
+            if done < len(batches):
+                return PartialRun(shard=f"{shard[0]}/{shard[1]}", batches=len(batches),
+                                  ran=len(mine), done=done)
         return self.finalize(params, paths, reporter)
+
+
+@dataclass(frozen=True)
+class PartialRun:
+    """What ``--shard i/n`` returns while other shards are still to run: nothing is
+    finalized or recorded yet; the run that completes the last shard finalizes."""
+
+    shard: str
+    batches: int
+    ran: int
+    done: int
+
+    def metrics(self) -> dict[str, float]:
+        return {"batches": float(self.batches), "ran": float(self.ran),
+                "done": float(self.done)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
 
 
 @dataclass(frozen=True)
@@ -81,11 +116,17 @@ class Stage:
     run_whole: Callable[[Params, RunPaths, Reporter], Any] | None = None
     batching: Batching | None = None
     enabled: Callable[[Params], bool] = lambda params: True
+    # Single keys of other sections the stage reads (DVC ``params:`` beside ``sections``).
+    extra_params: tuple[str, ...] = ()
 
-    def run(self, params: Params, paths: RunPaths, reporter: Reporter) -> Any:
+    def run(self, params: Params, paths: RunPaths, reporter: Reporter,
+            shard: tuple[int, int] | None = None) -> Any:
         """Run the whole stage now (no cache): what `tspipe stage NAME` does."""
         if self.batching is not None:
-            return self.batching.run_all(params, paths, reporter)
+            return self.batching.run_all(params, paths, reporter, shard)
+        if shard is not None:
+            raise StageError(f"stage {self.name} has no shards (--shard is for stages that "
+                             "run in batches)")
         assert self.run_whole is not None, self.name
         return self.run_whole(params, paths, reporter)
 

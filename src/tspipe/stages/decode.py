@@ -67,7 +67,7 @@ def _report_path(paths: RunPaths, video_id: str) -> Path:
     return paths.decode_report.parent / "decode" / f"{safe_id(video_id)}.json"
 
 
-def _settings(params: Params) -> dict[str, Any]:
+def decode_settings(params: Params) -> dict[str, Any]:
     """What decides a video's decode output (not the table rules: those are finalize's)."""
     d = params.decode
     return {"backend": d.backend, "standardize": d.standardize, "fps": d.fps,
@@ -94,7 +94,7 @@ def _done(params: Params, paths: RunPaths, video_id: str, sha256: str | None) ->
     if not path.exists():
         return False
     report = json.loads(path.read_text(encoding="utf-8"))
-    if report.get("source_sha256") != sha256 or report.get("settings") != _settings(params):
+    if report.get("source_sha256") != sha256 or report.get("settings") != decode_settings(params):
         return False
     return report["status"] != "ok" or not params.decode.standardize or \
         paths.resolve(report["standardized"]["path"]).exists()
@@ -109,7 +109,7 @@ def _decode_one(params: Params, paths: RunPaths, video_id: str, src: Path,
                 sha256: str | None) -> dict[str, Any]:
     cfg = params.decode
     report: dict[str, Any] = {"video_id": video_id, "source": str(src.relative_to(paths.root)),
-                              "source_sha256": sha256, "settings": _settings(params)}
+                              "source_sha256": sha256, "settings": decode_settings(params)}
     try:
         original = probe(src, backend=cfg.backend, video_id=video_id)
         report["original"] = original.to_dict()

@@ -1,0 +1,276 @@
+"""What the ``gvf`` and ``extract`` stages share: the decoded videos, the encoder, the shards.
+
+Both run one encoder over every decoded video's sliding windows (the ``clip:`` section,
+the loader and model code of :mod:`tspipe.extract`) in shards of ``shard_size`` videos. A
+shard is one Prefect task (one Ray task with ``runner: ray``), one HDF5 file and one small
+JSON report beside it; the report is written last, so a shard with a report is complete.
+
+Everything that decides the numbers is hashed into the run's **version**
+(:func:`tspipe.catalog.ids.feature_version_id`): the checkpoint's sha256, the params that
+change numbers (encoder, clip, preprocessing, precision settings, and the stage's own:
+dtype or pooling), the manifest hash of the videos (ids + the downloaded files' sha256 +
+the decode settings that made the standardized copies) and the code version. Shards live
+under ``<out>/<version>/``, so changed inputs never resume into old files.
+
+Precision: ``device: auto`` / ``amp: auto`` enter the version as written, and each shard
+records the precision it actually ran in (``float32`` on the CPU, ``bf16``/``fp16`` under
+autocast on CUDA); ``finalize`` refuses a version whose shards disagree. Pin ``device``
+and ``amp`` to get one id per precision across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tspipe.config import EncoderRunConfig, Params
+from tspipe.data.clip_sampler import ClipSampler
+from tspipe.errors import ConfigError, StageError
+from tspipe.extract.cli import LoadedEncoder, load_encoder
+from tspipe.extract.cli import code_version as extract_code_version
+from tspipe.extract.loader import VideoInput
+from tspipe.extract.preprocess import Preprocess, default_resize
+from tspipe.extract.runner import ExtractResult, resolve_device
+from tspipe.extract.writers import feature_version
+from tspipe.io import atomic_write_json, sha256_json
+from tspipe.paths import RunPaths
+from tspipe.stages.base import Batch
+
+log = logging.getLogger(__name__)
+
+SHARD_PREFIX = "shard-"
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """A video the decode stage made ready: the file to read, the download's sha256."""
+
+    video_id: str
+    path: Path
+    sha256: str | None
+
+
+def decoded_videos(paths: RunPaths) -> list[DecodedVideo]:
+    """The videos the decode report lists ``ok``, by id: the standardized copy when there
+    is one, else the downloaded file."""
+    if not paths.decode_report.exists():
+        raise StageError(f"{paths.decode_report}: no decode report; run the decode stage")
+    report = json.loads(paths.decode_report.read_text(encoding="utf-8"))
+    out = []
+    for r in report["videos"]:
+        if r["status"] != "ok":
+            continue
+        rel = (r.get("standardized") or {}).get("path") or r["source"]
+        out.append(DecodedVideo(r["video_id"], paths.resolve(rel), r.get("source_sha256")))
+    return sorted(out, key=lambda v: v.video_id)
+
+
+def manifest_sha256(videos: list[DecodedVideo], params: Params) -> str:
+    """Ids + the downloaded files' sha256 + the decode settings that made the copies."""
+    from tspipe.stages.decode import decode_settings
+
+    return sha256_json({"videos": [[v.video_id, v.sha256] for v in videos],
+                        "decode": decode_settings(params)})
+
+
+@dataclass(frozen=True)
+class EncoderRun:
+    """One gvf or extract run: what decides its numbers, its version and its shards."""
+
+    stage: str
+    cfg: EncoderRunConfig
+    checkpoint: Path | None
+    origin: str  # official | pretrain | scratch
+    loaded: LoadedEncoder
+    sampler: ClipSampler
+    prep: Preprocess
+    videos: list[DecodedVideo]
+    id_params: dict[str, Any]
+    manifest_sha256: str
+    code_version: str
+    version: str
+    out_dir: Path  # <out>/<version>
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self.loaded.checkpoint_sha256
+
+    def batches(self) -> list[Batch]:
+        size = self.cfg.shard_size
+        return [Batch(tuple(v.video_id for v in self.videos[i:i + size]),
+                      sha256_json([self.version, [[v.video_id, v.sha256]
+                                                  for v in self.videos[i:i + size]]]))
+                for i in range(0, len(self.videos), size)]
+
+    def shard_index(self, batch: Batch) -> int:
+        ids = [v.video_id for v in self.videos]
+        if not batch.ids or batch.ids[0] not in ids:
+            raise StageError(f"{self.stage}: shard of {batch.ids[:1]} is not one of this run's")
+        return ids.index(batch.ids[0]) // self.cfg.shard_size
+
+    def shard_file(self, batch: Batch) -> Path:
+        return self.out_dir / f"{SHARD_PREFIX}{self.shard_index(batch):05d}.h5"
+
+    def shard_report(self, batch: Batch) -> Path:
+        return self.shard_file(batch).with_suffix(".json")
+
+    def inputs(self, batch: Batch) -> list[VideoInput]:
+        wanted = set(batch.ids)
+        return [VideoInput(v.video_id, v.path) for v in self.videos if v.video_id in wanted]
+
+    def precision(self) -> str:
+        """What this machine will run in: float32, or the autocast dtype on CUDA."""
+        device = resolve_device(self.cfg.device)
+        if device.type != "cuda" or self.cfg.amp == "off":
+            return "float32"
+        if self.cfg.amp == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return self.cfg.amp
+
+    def base_attrs(self) -> dict[str, Any]:
+        """File attributes every shard of this run carries."""
+        attrs: dict[str, Any] = {
+            "fps": float(self.sampler.fps), "fps_exact": str(self.sampler.fps),
+            "stride": self.sampler.stride, "frames": self.sampler.frames,
+            "encoder": self.cfg.encoder, "checkpoint_sha256": self.checkpoint_sha256,
+            "checkpoint_origin": self.origin, "feature_version": self.version,
+            "preprocessing": self.prep.mode, "resize": list(self.prep.resize),
+            "crop": self.prep.crop, "precision": self.precision(),
+            "recipe": self.recipe()}
+        if self.loaded.random_init_seed is not None:
+            attrs["random_init_seed"] = self.loaded.random_init_seed
+        return attrs
+
+    def recipe(self) -> str:
+        """The version without the video set: equal recipes make equal numbers for the
+        same video file, which is what lets a new version reuse an old one's features."""
+        return sha256_json({"checkpoint": self.checkpoint_sha256, "params": self.id_params,
+                            "decode_of": "source_sha256", "code": self.code_version})
+
+
+def _checkpoint(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths,
+                default: Path | None, default_origin: str) -> tuple[Path | None, str]:
+    """The weights file and its origin: ``cfg.checkpoint`` (official), else ``default``
+    (the stage's natural source), else nothing (random weights, if allowed)."""
+    if cfg.checkpoint:
+        path = paths.resolve(cfg.checkpoint)
+        if not path.exists():
+            raise ConfigError(f"{stage}.checkpoint: {path} does not exist")
+        return path, "official"
+    if default is not None and default.exists():
+        return default, default_origin
+    if not cfg.allow_random_init:
+        raise ConfigError(
+            f"{stage}: no checkpoint (set {stage}.checkpoint to a weights file"
+            + (f", or make {default}" if default else "") + "); features from random weights "
+            f"are meaningless for localization, so they are made only with "
+            f"{stage}.allow_random_init: true (recorded as origin 'scratch')")
+    return None, "scratch"
+
+
+def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths, *,
+                out_root: Path, extra: Mapping[str, Any], code: tuple[str, ...] = (),
+                default_checkpoint: Path | None = None, default_origin: str = "official"
+                ) -> EncoderRun:
+    """Resolve the weights, the clips and the videos of one run, and its version."""
+    checkpoint, origin = _checkpoint(stage, cfg, params, paths, default_checkpoint,
+                                     default_origin)
+    loaded = load_encoder(cfg.encoder, checkpoint, allow_random_init=cfg.allow_random_init,
+                          seed=cfg.seed)
+    sampler = ClipSampler.from_config(params.clip)
+    resize = cfg.resize or (params.clip.resize if params.clip.crop == loaded.spec.size
+                            else default_resize(loaded.spec.size))
+    prep = Preprocess.for_spec(loaded.spec, cfg.preprocessing, resize)
+    id_params = {"stage": stage, "encoder": cfg.encoder,
+                 "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
+                          "stride": sampler.stride},
+                 "preprocess": prep.to_dict(), "device": cfg.device, "amp": cfg.amp,
+                 **dict(extra)}
+    videos = decoded_videos(paths)
+    manifest = manifest_sha256(videos, params)
+    code_version = sha256_json([extract_code_version(), *code])
+    version = feature_version(loaded.checkpoint_sha256, id_params, manifest, code_version)
+    return EncoderRun(stage=stage, cfg=cfg, checkpoint=checkpoint, origin=origin,
+                      loaded=loaded, sampler=sampler, prep=prep, videos=videos,
+                      id_params=id_params, manifest_sha256=manifest, code_version=code_version,
+                      version=version, out_dir=out_root / version)
+
+
+# The last runs resolved, by what decides them: the flow asks for the batches and then
+# whether each is done, and each of those would otherwise reload the checkpoint.
+_RUNS: dict[tuple[str, ...], EncoderRun] = {}
+
+
+def cached_run(stage: str, params: Params, paths: RunPaths,
+               make: Callable[[Params, RunPaths], EncoderRun]) -> EncoderRun:
+    """``make(params, paths)``, reused while the params, the decode report and the
+    weights file are unchanged."""
+    cfg: EncoderRunConfig = getattr(params, stage)
+    files = [paths.decode_report, *(p for p in (paths.resolve(cfg.checkpoint)
+                                                 if cfg.checkpoint else None,
+                                                 paths.pretrain_checkpoint) if p)]
+    key = (stage, str(paths.root), params.model_dump_json(),
+           *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" if p.exists() else f"{p}:-"
+             for p in files))
+    if key not in _RUNS:
+        if len(_RUNS) >= 4:
+            _RUNS.pop(next(iter(_RUNS)))
+        _RUNS[key] = make(params, paths)
+    return _RUNS[key]
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """Written beside a shard once it is complete (the marker that it is)."""
+
+    shard: str
+    ids: list[str]
+    written: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    reused: dict[str, str] = field(default_factory=dict)  # video id -> version copied from
+    clips: int = 0
+    seconds: float = 0.0
+    precision: str = "float32"
+
+    @classmethod
+    def of(cls, run: EncoderRun, batch: Batch, result: ExtractResult,
+           reused: Mapping[str, str]) -> ShardReport:
+        return cls(shard=run.shard_file(batch).name, ids=list(batch.ids),
+                   written=list(result.written), skipped=list(result.skipped),
+                   failed=dict(result.failed), reused=dict(reused), clips=result.clips,
+                   seconds=result.seconds, precision=run.precision())
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, self.__dict__)
+
+    @classmethod
+    def load(cls, path: Path) -> ShardReport:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def shard_done(run: EncoderRun, batch: Batch) -> bool:
+    return run.shard_report(batch).exists() and run.shard_file(batch).exists()
+
+
+def shard_reports(run: EncoderRun) -> list[ShardReport]:
+    """Every shard's report, or a StageError naming the shards not done."""
+    missing = [run.shard_file(b).name for b in run.batches() if not shard_done(run, b)]
+    if missing:
+        raise StageError(f"{run.stage}: {len(missing)} of {len(run.batches())} shards of "
+                         f"version {run.version[:12]} are not done ({', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''}); run them (all, or with "
+                         "--shard) before finalizing")
+    reports = [ShardReport.load(run.shard_report(b)) for b in run.batches()]
+    precisions = {r.precision for r in reports}
+    if len(precisions) > 1:
+        raise StageError(f"{run.stage}: shards of version {run.version[:12]} ran in different "
+                         f"precisions {sorted(precisions)}; pin {run.stage}.device and "
+                         f"{run.stage}.amp and rerun the odd shards")
+    return reports

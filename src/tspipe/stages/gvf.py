@@ -1,0 +1,128 @@
+"""Stage ``gvf``: the global video feature of every decoded video, for TSP training.
+
+The encoder TSP starts from (``gvf.checkpoint``; default ``pretrain.init_checkpoint``,
+the Kinetics weights) runs over each video's sliding windows through the extraction
+loader and model code, and its clip features are pooled over the video (max, as the
+paper; mean optionally). Shards ``data/gvf/<version>/shard-NNNNN.h5`` resume like
+extraction's; ``finalize`` merges them into ``data/gvf/gvf.h5`` in the format of TSP's
+released GVF files (one ``(D,)`` float32 dataset per video id), which the pretrain stage
+reads and which TSP's own code can read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tspipe import __version__
+from tspipe.config import Params
+from tspipe.extract.gvf import GVFWriter, merge_gvf, read_gvf
+from tspipe.extract.runner import extract_features
+from tspipe.io import atomic_write_json, source_hash
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.encoder_runs import (
+    EncoderRun,
+    ShardReport,
+    cached_run,
+    encoder_run,
+    shard_done,
+    shard_reports,
+)
+
+log = logging.getLogger(__name__)
+
+CODE = ("tspipe.stages.gvf", "tspipe.extract.gvf")
+
+
+def make_run(params: Params, paths: RunPaths) -> EncoderRun:
+    return cached_run("gvf", params, paths, _make_run)
+
+
+def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
+    cfg = params.gvf
+    init = params.pretrain.init_checkpoint
+    return encoder_run("gvf", cfg, params, paths, out_root=paths.gvf_root,
+                       extra={"pooling": cfg.pooling},
+                       code=(source_hash(CODE, version=__version__),),
+                       default_checkpoint=paths.resolve(init) if init else None)
+
+
+@dataclass(frozen=True)
+class GvfStageResult:
+    path: Path
+    version: str
+    encoder: str
+    checkpoint_sha256: str
+    checkpoint_origin: str
+    pooling: str
+    videos: int
+    ok: int
+    failed: int
+    clips: int
+    seconds: float
+    feature_dim: int
+    shards: int
+    precision: str
+
+    def metrics(self) -> dict[str, float]:
+        m = {k: float(getattr(self, k)) for k in ("videos", "ok", "failed", "clips",
+                                                   "seconds", "feature_dim", "shards")}
+        m["clips_per_s"] = self.clips / self.seconds if self.seconds > 0 else 0.0
+        return m
+
+    def tags(self) -> dict[str, str]:
+        return {"tspipe.gvf_version": self.version,
+                "tspipe.checkpoint_sha256": self.checkpoint_sha256,
+                "tspipe.checkpoint_origin": self.checkpoint_origin}
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def batches(params: Params, paths: RunPaths) -> list[Batch]:
+    return make_run(params, paths).batches()
+
+
+def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
+    return shard_done(make_run(params, paths), batch)
+
+
+def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
+    run = make_run(params, paths)
+    if shard_done(run, batch):
+        return 0
+    cfg = params.gvf
+    with GVFWriter(run.shard_file(batch), pooling=cfg.pooling,
+                   attrs=run.base_attrs()) as writer:
+        result = extract_features(run.inputs(batch), run.loaded.model, run.loaded.spec,
+                                  run.sampler, writer=writer, mode=run.prep.mode,
+                                  resize=run.prep.resize, batch_size=cfg.batch_size,
+                                  workers=cfg.workers, device=cfg.device, amp=cfg.amp,
+                                  reporter=reporter)
+    ShardReport.of(run, batch, result, {}).save(run.shard_report(batch))
+    return len(result.written)
+
+
+def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageResult:
+    run = make_run(params, paths)
+    reports = shard_reports(run)
+    shards = [run.out_dir / r.shard for r in reports]
+    merge_gvf(shards, paths.gvf_file, attrs={**run.base_attrs(), "gvf_pooling":
+                                             params.gvf.pooling})
+    vectors = read_gvf(paths.gvf_file)
+    dim = next(iter(vectors.values())).shape[0] if vectors else 0
+    result = GvfStageResult(
+        path=paths.gvf_file, version=run.version, encoder=params.gvf.encoder,
+        checkpoint_sha256=run.checkpoint_sha256, checkpoint_origin=run.origin,
+        pooling=params.gvf.pooling, videos=len(run.videos), ok=len(vectors),
+        failed=len(run.videos) - len(vectors), clips=sum(r.clips for r in reports),
+        seconds=sum(r.seconds for r in reports), feature_dim=int(dim), shards=len(reports),
+        precision=reports[0].precision if reports else run.precision())
+    atomic_write_json(paths.metrics("gvf"), result.metrics())
+    reporter.message(f"gvf: {result.ok} of {result.videos} videos, {dim}-d, "
+                     f"{params.gvf.pooling} pooling -> {paths.gvf_file}")
+    return result
