@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec,plot]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec,plot,ray]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install tspipe with its dev and postgres extras
+install: $(STAMP)  ## create .venv and install tspipe with its dev, postgres, torchcodec, plot and ray extras
 
 demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (CPU)
 	$(BIN)/tspipe catalog upgrade
@@ -28,6 +28,7 @@ demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (C
 	@echo
 	@echo "== What the demo left =="
 	$(BIN)/tspipe catalog datasets
+	$(BIN)/tspipe catalog list
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc status
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
@@ -41,4 +42,4 @@ bench: $(STAMP)
 	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"
 
 clean-demo:  ## remove the demo's outputs (keeps .venv)
-	rm -rf data metrics plots mlflow.db mlartifacts catalog.db catalog.db-* .tspipe dvc.lock
+	rm -rf data features models metrics plots mlflow.db mlartifacts catalog.db catalog.db-* .tspipe dvc.lock

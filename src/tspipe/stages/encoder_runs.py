@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +240,8 @@ class ShardReport:
     clips: int = 0
     seconds: float = 0.0
     precision: str = "float32"
+    host: str = ""  # where it ran (a Ray cluster spreads shards over nodes)
+    pid: int = 0
 
     @classmethod
     def of(cls, run: EncoderRun, batch: Batch, result: ExtractResult,
@@ -245,7 +249,8 @@ class ShardReport:
         return cls(shard=run.shard_file(batch).name, ids=list(batch.ids),
                    written=list(result.written), skipped=list(result.skipped),
                    failed=dict(result.failed), reused=dict(reused), clips=result.clips,
-                   seconds=result.seconds, precision=run.precision())
+                   seconds=result.seconds, precision=run.precision(),
+                   host=socket.gethostname(), pid=os.getpid())
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.__dict__)
