@@ -48,3 +48,19 @@ def dvc_stage_hashes(root: Path) -> dict[str, str]:
         log.warning("%s: unreadable (%s); DVC stage hashes left out", lock, exc)
         return {}
     return {name: sha256_json(entry) for name, entry in (data.get("stages") or {}).items()}
+
+
+def dvc_out_md5(root: Path, stage: str, out: str) -> str | None:
+    """The md5 ``dvc.lock`` records for output ``out`` of ``stage`` (a folder's ends in
+    ``.dir``: what ``dvc checkout`` restores it from), or None."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return None
+    try:
+        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return None
+    for entry in ((data.get("stages") or {}).get(stage) or {}).get("outs") or []:
+        if entry.get("path") == out:
+            return entry.get("md5")
+    return None

@@ -98,6 +98,14 @@ def test_prefect_flow_and_dvc_agree(dvc_project):
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
     assert summary["dvc_committed"] is True
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    # The catalog's feature version names the DVC state of features/ that holds it.
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    [out] = [o for o in lock["stages"]["extract"]["outs"] if o["path"] == "features"]
+    from tspipe.catalog import Catalog
+
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        [version] = cat.list_feature_versions()
+    assert version.dvc_md5 == out["md5"] and out["md5"].endswith(".dir")
     assert "Running stage" not in dvc(root, "repro").stdout
     dvc(root, "push")
     remote = root / ".dvc-remote"

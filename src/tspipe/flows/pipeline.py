@@ -30,6 +30,26 @@ def dvc_commit(root: str, stages: list[str]) -> bool:
     return True
 
 
+@task(name="record-dvc-md5", retries=2, retry_delay_seconds=2)
+def record_dvc_md5(params_path: str, root: str) -> str | None:
+    """The md5 DVC now records for ``features/`` goes on the current feature version, so
+    the catalog names the DVC state that holds it (``dvc checkout`` restores it)."""
+    import json
+
+    from tspipe.provenance import dvc_out_md5
+    from tspipe.recording import open_catalog
+
+    params, paths = load(params_path, root)
+    md5 = dvc_out_md5(paths.root, "extract", "features")
+    if md5 is None or not paths.features_current.exists():
+        return None
+    version = json.loads(paths.features_current.read_text(encoding="utf-8"))["feature_version"]
+    with open_catalog(params, paths) as cat:
+        row = cat.show(version)
+        cat.set_feature_status(version, row.feature.status, dvc_md5=md5)
+    return md5
+
+
 @flow(name="tspipe-pipeline")
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
     """Run the pipeline: synth (if enabled) -> ingest (later: download -> decode -> ...)."""
@@ -44,6 +64,8 @@ def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[s
         # dvc.lock describes params.yaml: another params file must not be recorded there.
         uses_default_params = paths.resolve(params_path) == paths.root / "params.yaml"
         committed = dvc_commit(root, ran) if uses_default_params else False
+        if committed and "extract" in ran:
+            record_dvc_md5(params_path, root)
     table = "\n".join(f"| {r['stage']} | {'cached' if r['cached'] else 'ran'} | {r['summary']} |"
                       for r in rows)
     create_markdown_artifact(f"| stage | state | summary |\n|---|---|---|\n{table}",

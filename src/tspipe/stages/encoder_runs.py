@@ -38,10 +38,11 @@ from tspipe.extract.cli import LoadedEncoder, load_encoder
 from tspipe.extract.cli import code_version as extract_code_version
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import Preprocess, default_resize
-from tspipe.extract.runner import ExtractResult, resolve_device
+from tspipe.extract.runner import ExtractResult, FeatureWriter, extract_features, resolve_device
 from tspipe.extract.writers import feature_version
 from tspipe.io import atomic_write_json, sha256_json
 from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
 from tspipe.stages.base import Batch
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,30 @@ class ShardReport:
     @classmethod
     def load(cls, path: Path) -> ShardReport:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def shard_functions(make_run: Callable[[Params, RunPaths], EncoderRun]) -> tuple[
+        Callable[[Params, RunPaths], list[Batch]], Callable[[Params, RunPaths, Batch], bool]]:
+    """A stage's ``batches`` and ``batch_done``: its shards, and whether one is complete."""
+
+    def batches(params: Params, paths: RunPaths) -> list[Batch]:
+        return make_run(params, paths).batches()
+
+    def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
+        return shard_done(make_run(params, paths), batch)
+
+    return batches, batch_done
+
+
+def encode_shard(run: EncoderRun, batch: Batch, writer: FeatureWriter, reporter: Reporter,
+                 dtype: str = "float32") -> ExtractResult:
+    """The shard's videos through the run's encoder into ``writer`` (resumes)."""
+    cfg = run.cfg
+    return extract_features(run.inputs(batch), run.loaded.model, run.loaded.spec,
+                            run.sampler, writer=writer, mode=run.prep.mode,
+                            resize=run.prep.resize, batch_size=cfg.batch_size,
+                            workers=cfg.workers, device=cfg.device, amp=cfg.amp,
+                            dtype=dtype, reporter=reporter)
 
 
 def shard_done(run: EncoderRun, batch: Batch) -> bool:

@@ -36,7 +36,6 @@ from tspipe import __version__
 from tspipe.config import Params
 from tspipe.errors import StageError
 from tspipe.extract.export import export_csv, export_npy, merge_h5
-from tspipe.extract.runner import extract_features
 from tspipe.extract.writers import H5FeatureWriter
 from tspipe.io import atomic_write_json, source_hash
 from tspipe.paths import RunPaths
@@ -47,8 +46,10 @@ from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
     cached_run,
+    encode_shard,
     encoder_run,
     shard_done,
+    shard_functions,
     shard_reports,
 )
 
@@ -109,12 +110,7 @@ class ExtractStageResult:
         return result_dict(self)
 
 
-def batches(params: Params, paths: RunPaths) -> list[Batch]:
-    return make_run(params, paths).batches()
-
-
-def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
-    return shard_done(make_run(params, paths), batch)
+batches, batch_done = shard_functions(make_run)
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
@@ -129,11 +125,7 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
         if reused:
             reporter.message(f"extract: {len(reused)} videos of {shard.name} copied from "
                              "earlier versions with the same recipe")
-        result = extract_features(videos, run.loaded.model, run.loaded.spec, run.sampler,
-                                  writer=writer, mode=run.prep.mode, resize=run.prep.resize,
-                                  batch_size=cfg.batch_size, workers=cfg.workers,
-                                  device=cfg.device, amp=cfg.amp, dtype=cfg.dtype,
-                                  reporter=reporter)
+        result = encode_shard(run, batch, writer, reporter, dtype=cfg.dtype)
     ShardReport.of(run, batch, result, reused).save(run.shard_report(batch))
     return len(result.written)
 

@@ -19,7 +19,6 @@ from typing import Any
 from tspipe import __version__
 from tspipe.config import Params
 from tspipe.extract.gvf import GVFWriter, merge_gvf, read_gvf
-from tspipe.extract.runner import extract_features
 from tspipe.io import atomic_write_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
@@ -28,8 +27,10 @@ from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
     cached_run,
+    encode_shard,
     encoder_run,
     shard_done,
+    shard_functions,
     shard_reports,
 )
 
@@ -83,12 +84,7 @@ class GvfStageResult:
         return result_dict(self)
 
 
-def batches(params: Params, paths: RunPaths) -> list[Batch]:
-    return make_run(params, paths).batches()
-
-
-def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
-    return shard_done(make_run(params, paths), batch)
+batches, batch_done = shard_functions(make_run)
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
@@ -98,11 +94,7 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
     cfg = params.gvf
     with GVFWriter(run.shard_file(batch), pooling=cfg.pooling,
                    attrs=run.base_attrs()) as writer:
-        result = extract_features(run.inputs(batch), run.loaded.model, run.loaded.spec,
-                                  run.sampler, writer=writer, mode=run.prep.mode,
-                                  resize=run.prep.resize, batch_size=cfg.batch_size,
-                                  workers=cfg.workers, device=cfg.device, amp=cfg.amp,
-                                  reporter=reporter)
+        result = encode_shard(run, batch, writer, reporter)
     ShardReport.of(run, batch, result, {}).save(run.shard_report(batch))
     return len(result.written)
 
