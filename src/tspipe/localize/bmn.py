@@ -20,13 +20,12 @@ convs to two sigmoid maps (channel 0: IoU regression, channel 1: classification)
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import torch
 from torch import nn
 
 from tspipe.errors import ConfigError, TspipeError
+from tspipe.localize.outputs import MapOutput
 
 _GROUPS = 4  # the base and TEM 1D convs are grouped in 4 (facts, section 4)
 
@@ -86,24 +85,8 @@ def bm_sampling_mask(temporal_scale: int, num_sample: int = 32, num_sample_perbi
     return torch.from_numpy(out.reshape(t, n_bins, t, t).astype(np.float32))
 
 
-class BMNOutput(NamedTuple):
-    """BMN's outputs, all in (0, 1). ``confidence_map`` ``(N, 2, T, T)`` indexed
-    ``[video, channel, start, end]``: channel 0 regresses the IoU, channel 1 classifies
-    (IoU > 0.9); ``start`` and ``end`` ``(N, T)`` are the TEM boundary probabilities."""
-
-    confidence_map: torch.Tensor
-    start: torch.Tensor
-    end: torch.Tensor
-
-    @property
-    def reg_map(self) -> torch.Tensor:
-        """``(N, T, T)`` IoU regression map (channel 0)."""
-        return self.confidence_map[:, 0]
-
-    @property
-    def cls_map(self) -> torch.Tensor:
-        """``(N, T, T)`` classification map (channel 1)."""
-        return self.confidence_map[:, 1]
+# BMNOutput: the shared record; this model's map is indexed [start, end] (T, T).
+BMNOutput = MapOutput
 
 
 class BoundaryMatchingLayer(nn.Module):

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from tspipe.errors import ConfigError
+from tspipe.localize.outputs import MapOutput
 
 _STEM_GROUPS = 4  # the first Conv1d (feat -> 256, k3) is grouped in 4 (facts, section 5)
 _MAP_HIDDEN = (512, 128)  # 2-D head widths (facts, section 5)
@@ -309,24 +309,8 @@ def to_duration_start(cells: torch.Tensor, max_duration: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------ G-TAD
 
 
-class GTADOutput(NamedTuple):
-    """G-TAD's outputs, all in (0, 1). ``confidence_map`` ``(N, 2, D, T)`` indexed
-    ``[video, channel, duration, start]``: channel 0 regresses the IoU, channel 1
-    classifies; ``start`` and ``end`` ``(N, T)`` are the boundary probabilities."""
-
-    confidence_map: torch.Tensor
-    start: torch.Tensor
-    end: torch.Tensor
-
-    @property
-    def reg_map(self) -> torch.Tensor:
-        """``(N, D, T)`` IoU regression map (channel 0)."""
-        return self.confidence_map[:, 0]
-
-    @property
-    def cls_map(self) -> torch.Tensor:
-        """``(N, D, T)`` classification map (channel 1)."""
-        return self.confidence_map[:, 1]
+# GTADOutput: the shared record; this model's map is indexed [duration, start] (D, T).
+GTADOutput = MapOutput
 
 
 class BoundaryHead(nn.Sequential):
