@@ -8,5 +8,6 @@ download = STAGE_FLOWS["download"]
 decode = STAGE_FLOWS["decode"]
 gvf = STAGE_FLOWS["gvf"]
 extract = STAGE_FLOWS["extract"]
+evaluate = STAGE_FLOWS["evaluate"]
 
-__all__ = ["decode", "download", "extract", "gvf", "ingest", "synth"]
+__all__ = ["decode", "download", "evaluate", "extract", "gvf", "ingest", "synth"]

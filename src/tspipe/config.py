@@ -205,13 +205,18 @@ class ExtractConfig(EncoderRunConfig):
 
 
 class LocalizeConfig(Section):
+    """BMN / G-TAD trained on the current feature version's training videos, scored on
+    its validation videos. None: the method's reference recipe (tspipe.localize.train)."""
+
     methods: list[Literal["bmn", "gtad"]] = ["bmn", "gtad"]
     temporal_scale: PosInt = 100
     tiou_thresholds: list[Fraction01] = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
-    epochs: PosInt = 9
-    batch_size: PosInt = 16
-    lr: PosFloat = 1e-3
-    weight_decay: NonNegFloat = 1e-4
+    epochs: PosInt | None = None
+    batch_size: PosInt | None = None
+    lr: PosFloat | None = None
+    weight_decay: NonNegFloat | None = None
+    seed: NonNegInt = 0
+    amp: bool = True  # bf16 autocast on CUDA
     device: str = "auto"
 
 

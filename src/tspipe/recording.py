@@ -144,11 +144,20 @@ def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                            mlflow_run_id=mlflow_run_id)
 
 
+def _record_evaluate(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                     mlflow_run_id: str | None) -> None:
+    """Each method's proposal metrics (and the baseline's) on the validation subset."""
+    for method, metrics in result.scores.items():
+        cat.record_evaluations(result.feature_version, method=method, subset="validation",
+                               metrics=metrics, mlflow_run_id=mlflow_run_id)
+
+
 RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
     "ingest": _record_ingest,
     "download": _record_download,
     "decode": _record_decode,
     "extract": _record_extract,
+    "evaluate": _record_evaluate,
 }
 
 

@@ -16,6 +16,8 @@ TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
 
 # Encoder runs decode in the test process: spawned workers cost seconds each to start.
 TINY_ENCODER_RUN = {"workers": 0, "batch_size": 16}
+# BMN and G-TAD at a 16-step scale for 2 epochs: the stage's plumbing, in seconds.
+TINY_LOCALIZE = {"temporal_scale": 16, "epochs": 2}
 
 
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
@@ -23,6 +25,7 @@ def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
     raw["synth"].update(TINY_SYNTH)
     raw["gvf"].update(TINY_ENCODER_RUN)
     raw["extract"].update(TINY_ENCODER_RUN)
+    raw["localize"].update(TINY_LOCALIZE)
     for section, values in overrides.items():
         raw[section].update(values)
     path = root / "params.yaml"

@@ -24,7 +24,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     root = run_dir
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
     assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest", "download", "decode",
-                                                       "gvf", "extract"]
+                                                       "gvf", "extract", "evaluate"]
     assert not any(r["cached"] for r in summary["stages"])
 
     videos = sorted((root / "data/synth/videos").glob("*.mp4"))
@@ -41,7 +41,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert sorted(r.data.tags["tspipe.stage"] for r in children) == [
-        "decode", "download", "extract", "gvf", "ingest", "synth"]
+        "decode", "download", "evaluate", "extract", "gvf", "ingest", "synth"]
     ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
@@ -73,6 +73,15 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
             current["feature_version"], "complete", 3)
         assert version.mlflow_run_id == extract_run.info.run_id
         assert [v.status for v in cat.feature_videos(version.id)] == ["ok"] * 3
+    # Evaluation: each method's proposal metrics in MLflow and in the catalog.
+    eval_run = next(r for r in children if r.data.tags["tspipe.stage"] == "evaluate")
+    assert eval_run.data.tags["tspipe.feature_version"] == current["feature_version"]
+    assert 0.0 <= eval_run.data.metrics["bmn.auc"] <= 1.0
+    with Catalog(url) as cat:
+        best = cat.best("uniform.auc")
+        assert best is not None and best.feature.id == current["feature_version"]
+        assert best.evaluation.value == pytest.approx(eval_run.data.metrics["uniform.auc"])
+        assert best.evaluation.mlflow_run_id == eval_run.info.run_id
     gvf_run = next(r for r in children if r.data.tags["tspipe.stage"] == "gvf")
     assert gvf_run.data.metrics["ok"] == 3.0
     assert (root / "data/gvf/gvf.h5").exists()
@@ -91,5 +100,5 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
     assert state == {"synth": True, "ingest": False, "download": True, "decode": True,
-                     "gvf": True, "extract": True}
+                     "gvf": True, "extract": True, "evaluate": True}
     assert (root / "data/annotations/annotations.json").exists()

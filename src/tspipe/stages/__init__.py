@@ -144,6 +144,26 @@ STAGES["extract"] = Stage(
     batching=_batching("tspipe.stages.extract"),
 )
 
+def _run_evaluate(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
+    from tspipe.stages.evaluate import run
+
+    return run(params, paths, reporter)
+
+
+STAGES["evaluate"] = Stage(
+    name="evaluate",
+    help="Train BMN / G-TAD on the current feature version; score their proposals.",
+    sections=("localize",),
+    run_whole=_run_evaluate,
+    inputs=lambda params, paths: [paths.features_current, paths.annotations],
+    outputs=lambda params, paths: [paths.metrics("localize"),
+                                   paths.plot("evaluate", "ar_an")],
+    code=("tspipe.stages.evaluate", "tspipe.localize.train", "tspipe.localize.bmn",
+          "tspipe.localize.gtad", "tspipe.localize.targets", "tspipe.localize.losses",
+          "tspipe.localize.features", "tspipe.localize.postprocess",
+          "tspipe.localize.outputs", "tspipe.localize.metrics"),
+)
+
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 
 __all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "PartialRun", "Stage", "StageResult",

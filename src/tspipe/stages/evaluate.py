@@ -1,0 +1,149 @@
+"""Stage ``evaluate``: how well the current feature version localizes actions.
+
+For each method of ``localize.methods`` (BMN, G-TAD), train on the version's
+``training`` videos (:mod:`tspipe.localize.train`), predict proposals for its
+``validation`` videos, and score them with the ActivityNet-exact proposal metrics
+(AR@AN, AUC). A trivial baseline is scored beside them: uniform sliding windows at
+every scale with one constant score, which any useful model must beat.
+
+Outputs: ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
+``results/<version>/<method>/history.json`` (per-epoch losses), ``metrics/localize.json``
+and ``plots/evaluate_ar_an.csv`` (AR against average proposals per video, per method).
+
+Not yet: detection (proposals x a video-level classifier's labels) and the PNG plots;
+the catalog rows of this stage are proposal metrics only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tspipe.config import Params
+from tspipe.errors import StageError
+from tspipe.io import atomic_path, atomic_write_json
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import result_dict
+
+log = logging.getLogger(__name__)
+
+BASELINE = "uniform"
+# Window lengths of the baseline, as fractions of the video, and the step between starts
+# as a fraction of the length: 4 scales x overlapping windows, about 100 per video.
+BASELINE_SCALES = (0.1, 0.2, 0.4, 0.8)
+BASELINE_STEP = 0.25
+
+
+@dataclass(frozen=True)
+class EvaluateStageResult:
+    feature_version: str
+    results_dir: Path
+    train_videos: int
+    eval_videos: int
+    scores: dict[str, dict[str, float]]  # method -> metric -> value (AR in [0, 1])
+    final_loss: dict[str, float]
+
+    def metrics(self) -> dict[str, float]:
+        return {f"{m}.{k}": v for m, vals in self.scores.items() for k, v in vals.items()}
+
+    def tags(self) -> dict[str, str]:
+        return {"tspipe.feature_version": self.feature_version}
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def uniform_proposals(duration: float, top_k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline's windows of one video (seconds) and their constant score."""
+    segs = []
+    for length in BASELINE_SCALES:
+        step = length * BASELINE_STEP
+        starts = np.arange(0.0, 1.0 - length + 1e-9, step)
+        segs += [(s, s + length) for s in starts]
+    seg = np.array(segs[:top_k], dtype=np.float64) * duration
+    return seg, np.ones(len(seg))
+
+
+def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageResult:
+    import torch
+
+    from tspipe.data.annotations import read_activitynet
+    from tspipe.extract.runner import resolve_device
+    from tspipe.localize import evaluate_proposals
+    from tspipe.localize.features import load_features
+    from tspipe.localize.postprocess import Proposals, results_json
+    from tspipe.localize.train import RECIPES, build_data, fit, make_model, predict
+
+    if not paths.features_current.exists():
+        raise StageError(f"{paths.features_current}: no features yet; run the extract stage")
+    current = json.loads(paths.features_current.read_text(encoding="utf-8"))
+    version = current["feature_version"]
+    cfg = params.localize
+    ann = read_activitynet(paths.annotations)
+    feats = load_features(paths.resolve(current["dir"]))
+    train = build_data(ann, feats, subset="training", scale=cfg.temporal_scale)
+    val = build_data(ann, feats, subset="validation", scale=cfg.temporal_scale)
+    device = resolve_device(cfg.device)
+    gt = {"version": "VERSION 1.3", "database": {
+        vid: {"subset": "validation", "duration": float(val.durations[i]),
+              "annotations": [{"segment": [s.t_start, s.t_end], "label": s.label}
+                              for s in ann.videos[vid].segments]}
+        for i, vid in enumerate(val.video_ids)}}
+    tiou = tuple(cfg.tiou_thresholds)
+    scores: dict[str, dict[str, float]] = {}
+    curves: dict[str, Any] = {}
+    losses: dict[str, float] = {}
+
+    def score(method: str, by_video: dict[str, Proposals]) -> None:
+        doc = results_json(by_video)
+        atomic_write_json(paths.results_dir(version, method) / "proposals.json", doc,
+                          indent=None)
+        result = evaluate_proposals(gt, doc, tiou=tiou)
+        scores[method] = result.metrics()
+        curves[method] = result
+
+    score(BASELINE, {vid: Proposals(*uniform_proposals(float(val.durations[i])))
+                     for i, vid in enumerate(val.video_ids)})
+    for method in cfg.methods:
+        recipe = RECIPES[method]
+        recipe = replace(recipe, **{k: getattr(cfg, k) for k in
+                                    ("epochs", "batch_size", "lr", "weight_decay")
+                                    if getattr(cfg, k) is not None})
+        torch.manual_seed(cfg.seed)
+        model = make_model(method, train.feat_dim, cfg.temporal_scale)
+        history = fit(method, model, train, recipe, device=device, amp=cfg.amp,
+                      seed=cfg.seed, reporter=reporter)
+        atomic_write_json(paths.results_dir(version, method) / "history.json",
+                          [h.__dict__ for h in history])
+        losses[method] = history[-1].total
+        score(method, predict(method, model, val, device=device, amp=cfg.amp,
+                              batch_size=recipe.batch_size))
+        reporter.message(f"evaluate: {method} AUC {scores[method]['auc'] * 100:.2f} "
+                         f"(baseline {scores[BASELINE]['auc'] * 100:.2f}), AR@100 "
+                         f"{scores[method]['ar_at_100'] * 100:.2f}")
+    _write_curves(paths.plot("evaluate", "ar_an"), curves)
+    result = EvaluateStageResult(feature_version=version,
+                                 results_dir=paths.results_dir(version, BASELINE).parent,
+                                 train_videos=len(train.video_ids),
+                                 eval_videos=len(val.video_ids), scores=scores,
+                                 final_loss=losses)
+    atomic_write_json(paths.metrics("localize"), scores)
+    return result
+
+
+def _write_curves(path: Path, curves: dict[str, Any]) -> None:
+    """AR (in %) against average proposals per video, one row per (method, point)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "proposals_per_video", "average_recall"])
+        for method, result in curves.items():
+            for n, ar in zip(result.proposals_per_video, result.avg_recall, strict=True):
+                writer.writerow([method, f"{n:.4f}", f"{ar * 100:.4f}"])

@@ -1,0 +1,73 @@
+"""The evaluate stage on tiny SynthActions features: results in the ActivityNet format,
+metrics and the AR-AN curve, the catalog's evaluation rows, and videos without features."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from stage_helpers import write_params
+
+from tspipe.catalog import Catalog
+from tspipe.config import load_params
+from tspipe.localize import evaluate_proposals
+from tspipe.paths import RunPaths
+from tspipe.reporting import NullReporter
+from tspipe.runner import run_stage
+from tspipe.stages.evaluate import uniform_proposals
+
+pytestmark = pytest.mark.slow
+
+TINY = {"videos": 4, "classes": 2, "seed": 2, "min_duration": 20.0, "max_duration": 24.0,
+        "fps": 10, "width": 64, "height": 48, "min_instances": 1, "max_instances": 2,
+        "min_action": 3.0, "max_action": 6.0}
+
+
+def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
+    root = tmp_path / "run"
+    root.mkdir()
+    write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
+                 extract={"workers": 0, "batch_size": 16},
+                 localize={"temporal_scale": 16, "epochs": 2})
+    params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    for stage in ("synth", "ingest", "download", "decode", "extract"):
+        run_stage(stage, params, paths, NullReporter(), track=False)
+    result = run_stage("evaluate", params, paths, NullReporter(), track=False).result
+
+    version = json.loads(paths.features_current.read_text())["feature_version"]
+    assert result.feature_version == version
+    assert set(result.scores) == {"uniform", "bmn", "gtad"}
+    ann = json.loads(paths.annotations.read_text())["database"]
+    val = sorted(v for v, e in ann.items() if e["subset"] == "validation")
+    assert result.eval_videos == len(val) and result.train_videos == len(ann) - len(val)
+    for method in ("bmn", "gtad"):
+        doc = json.loads((paths.results_dir(version, method) / "proposals.json").read_text())
+        assert sorted(doc["results"]) == val
+        assert all(0 < len(p) <= 100 for p in doc["results"].values())
+        history = json.loads((paths.results_dir(version, method) / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [0, 1]
+        # The stored scores are what the evaluator gives for the stored file.
+        again = evaluate_proposals(paths.annotations, doc)
+        assert again.auc == pytest.approx(result.scores[method]["auc"])
+    metrics = json.loads(paths.metrics("localize").read_text())
+    assert metrics == {m: pytest.approx(v) for m, v in result.scores.items()}
+    with open(paths.plot("evaluate", "ar_an"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["method"] for r in rows} == {"uniform", "bmn", "gtad"}
+    assert len(rows) == 3 * 100
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        lineage = cat.show(version)
+    stored = {(e.method, e.metric): e.value for e in lineage.evaluations}
+    assert stored[("bmn", "auc")] == pytest.approx(result.scores["bmn"]["auc"])
+    assert stored[("uniform", "ar_at_100")] == pytest.approx(
+        result.scores["uniform"]["ar_at_100"])
+
+
+def test_uniform_baseline_windows():
+    seg, score = uniform_proposals(10.0)
+    # 0.1-long windows every 0.025 (37), 0.2 every 0.05 (17), 0.4 every 0.1 (7), 0.8 every
+    # 0.2 (2): 63 windows, all inside [0, 10] s, one constant score.
+    assert len(seg) == 63 and set(score) == {1.0}
+    assert seg.min() >= 0.0 and seg.max() <= 10.0 + 1e-9
+    assert seg[0].tolist() == pytest.approx([0.0, 1.0])
