@@ -11,7 +11,7 @@ from stage_helpers import write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
-from tspipe.localize import evaluate_proposals
+from tspipe.localize import evaluate_detection, evaluate_proposals
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
 from tspipe.runner import run_stage
@@ -39,6 +39,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     assert result.feature_version == version
     assert set(result.scores) == {"uniform", "bmn", "gtad"}
     ann = json.loads(paths.annotations.read_text())["database"]
+    classes = {a["label"] for e in ann.values() for a in e["annotations"]}
     val = sorted(v for v, e in ann.items() if e["subset"] == "validation")
     assert result.eval_videos == len(val) and result.train_videos == len(ann) - len(val)
     for method in ("bmn", "gtad"):
@@ -47,9 +48,15 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
         assert all(0 < len(p) <= 100 for p in doc["results"].values())
         history = json.loads((paths.results_dir(version, method) / "history.json").read_text())
         assert [h["epoch"] for h in history] == [0, 1]
-        # The stored scores are what the evaluator gives for the stored file.
+        # The stored scores are what the evaluator gives for the stored files.
         again = evaluate_proposals(paths.annotations, doc)
         assert again.auc == pytest.approx(result.scores[method]["auc"])
+        dets = json.loads((paths.results_dir(version, method) / "detections.json").read_text())
+        assert all(len(d) <= 200 and {e["label"] for e in d} <= classes
+                   for d in dets["results"].values())
+        det = evaluate_detection(paths.annotations, dets)
+        assert det.average_map == pytest.approx(result.scores[method]["average_map"])
+        assert 0.0 <= det.average_map <= 1.0
     metrics = json.loads(paths.metrics("localize").read_text())
     assert metrics == {m: pytest.approx(v) for m, v in result.scores.items()}
     with open(paths.plot("evaluate", "ar_an"), newline="") as fh:

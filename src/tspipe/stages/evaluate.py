@@ -3,15 +3,19 @@
 For each method of ``localize.methods`` (BMN, G-TAD), train on the version's
 ``training`` videos (:mod:`tspipe.localize.train`), predict proposals for its
 ``validation`` videos, and score them with the ActivityNet-exact proposal metrics
-(AR@AN, AUC). A trivial baseline is scored beside them: uniform sliding windows at
-every scale with one constant score, which any useful model must beat.
+(AR@AN, AUC). Detection: the proposals combined with video-level class scores (top 2
+classes x proposal score, as the references do) from a classifier trained on the same
+features (:mod:`tspipe.localize.classifier`), scored by mAP at each tIoU and their
+average. A trivial baseline is scored beside them: uniform sliding windows at every
+scale with one constant score (and, for detection, the classifier's labels), which any
+useful model must beat.
 
 Outputs: ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
+``results/<version>/<method>/detections.json``,
 ``results/<version>/<method>/history.json`` (per-epoch losses), ``metrics/localize.json``
 and ``plots/evaluate_ar_an.csv`` (AR against average proposals per video, per method).
 
-Not yet: detection (proposals x a video-level classifier's labels) and the PNG plots;
-the catalog rows of this stage are proposal metrics only.
+Not yet: the PNG plots (mAP per tIoU, training losses) and an external class-scores file.
 """
 
 from __future__ import annotations
@@ -76,9 +80,10 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
 
     from tspipe.data.annotations import read_activitynet
     from tspipe.extract.runner import resolve_device
-    from tspipe.localize import evaluate_proposals
+    from tspipe.localize import evaluate_detection, evaluate_proposals
+    from tspipe.localize.classifier import train_classifier
     from tspipe.localize.features import load_features
-    from tspipe.localize.postprocess import Proposals, results_json
+    from tspipe.localize.postprocess import Proposals, combine_with_classes, results_json
     from tspipe.localize.train import RECIPES, build_data, fit, make_model, predict
 
     if not paths.features_current.exists():
@@ -101,12 +106,29 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
     curves: dict[str, Any] = {}
     losses: dict[str, float] = {}
 
+    train_ids = set(train.video_ids)
+    classifier = train_classifier(
+        {v: feats[v].features for v in train_ids},
+        {v: [s.label for s in ann.videos[v].segments] for v in train_ids},
+        ann.classes or sorted({s.label for v in ann.videos.values() for s in v.segments}),
+        seed=cfg.seed)
+    class_scores = classifier.scores({v: feats[v].features for v in val.video_ids})
+
+    # Detections of a class with no validation ground truth are left out: mAP averages
+    # over the classes the subset has, so they could not count, and the official
+    # evaluation (like tspipe's) refuses a label it has no ground truth of.
+    gt_classes = {a["label"] for e in gt["database"].values() for a in e["annotations"]}
+
     def score(method: str, by_video: dict[str, Proposals]) -> None:
+        folder = paths.results_dir(version, method)
         doc = results_json(by_video)
-        atomic_write_json(paths.results_dir(version, method) / "proposals.json", doc,
-                          indent=None)
+        atomic_write_json(folder / "proposals.json", doc, indent=None)
         result = evaluate_proposals(gt, doc, tiou=tiou)
-        scores[method] = result.metrics()
+        dets = results_json({v: _known(combine_with_classes(p, class_scores[v]), gt_classes)
+                             for v, p in by_video.items()})
+        atomic_write_json(folder / "detections.json", dets, indent=None)
+        scores[method] = {**result.metrics(),
+                          **evaluate_detection(gt, dets, tiou=tiou).metrics()}
         curves[method] = result
 
     score(BASELINE, {vid: Proposals(*uniform_proposals(float(val.durations[i])))
@@ -127,7 +149,9 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
                               batch_size=recipe.batch_size))
         reporter.message(f"evaluate: {method} AUC {scores[method]['auc'] * 100:.2f} "
                          f"(baseline {scores[BASELINE]['auc'] * 100:.2f}), AR@100 "
-                         f"{scores[method]['ar_at_100'] * 100:.2f}")
+                         f"{scores[method]['ar_at_100'] * 100:.2f}, average mAP "
+                         f"{scores[method]['average_map'] * 100:.2f} (baseline "
+                         f"{scores[BASELINE]['average_map'] * 100:.2f})")
     _write_curves(paths.plot("evaluate", "ar_an"), curves)
     result = EvaluateStageResult(feature_version=version,
                                  results_dir=paths.results_dir(version, BASELINE).parent,
@@ -136,6 +160,13 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
                                  final_loss=losses)
     atomic_write_json(paths.metrics("localize"), scores)
     return result
+
+
+def _known(dets: Any, classes: set[str]) -> Any:
+    """The detections whose label is one of ``classes`` (same order)."""
+    keep = np.array([label in classes for label in dets.labels], dtype=bool)
+    return type(dets)(dets.segments[keep], dets.scores[keep],
+                      tuple(label for label in dets.labels if label in classes))
 
 
 def _write_curves(path: Path, curves: dict[str, Any]) -> None:
