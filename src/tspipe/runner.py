@@ -73,6 +73,8 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
     run.log_metrics(result.metrics())
     run.log_dict(result.to_dict(), f"{name}_result.json")
     run.set_tags({"tspipe.cached": str(cached).lower(), **getattr(result, "tags", dict)()})
+    for path in getattr(result, "artifacts", list)():
+        run.log_artifact(path)
     if isinstance(result, PartialRun):
         return  # other shards still to run: the run that finalizes records it
     record(name, result, params, paths, mlflow_run_id=run.run_id)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params, TrackingConfig
@@ -62,6 +63,10 @@ class TrackedRun:
     def log_dict(self, obj: dict[str, Any], name: str) -> None:
         if self.tracker and self.run_id:
             self.tracker.client.log_dict(self.run_id, obj, name)
+
+    def log_artifact(self, path: str | Path) -> None:
+        if self.tracker and self.run_id:
+            self.tracker.client.log_artifact(self.run_id, str(path))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if self.tracker and self.run_id:

@@ -77,6 +77,9 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     eval_run = next(r for r in children if r.data.tags["tspipe.stage"] == "evaluate")
     assert eval_run.data.tags["tspipe.feature_version"] == current["feature_version"]
     assert 0.0 <= eval_run.data.metrics["bmn.auc"] <= 1.0
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(eval_run.info.run_id)}
+    assert {"evaluate_ar_an.png", "evaluate_map_tiou.png", "evaluate_losses.png"} <= logged
     with Catalog(url) as cat:
         best = cat.best("uniform.auc")
         assert best is not None and best.feature.id == current["feature_version"]

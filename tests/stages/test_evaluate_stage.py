@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 from stage_helpers import write_params
 
@@ -63,6 +64,18 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
         rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows} == {"uniform", "bmn", "gtad"}
     assert len(rows) == 3 * 100
+    with open(paths.plot("evaluate", "map_tiou"), newline="") as fh:
+        maps = {(r["method"], r["tiou"]): float(r["map"]) for r in csv.DictReader(fh)}
+    assert len(maps) == 3 * 10
+    assert np.mean([maps[("bmn", f"{t:.2f}")] for t in np.arange(0.5, 0.96, 0.05)]) \
+        == pytest.approx(100 * result.scores["bmn"]["average_map"], abs=1e-3)
+    with open(paths.plot("evaluate", "losses"), newline="") as fh:
+        loss_rows = list(csv.DictReader(fh))
+    assert [(r["method"], r["epoch"]) for r in loss_rows] == [
+        ("bmn", "0"), ("bmn", "1"), ("gtad", "0"), ("gtad", "1")]
+    pngs = sorted(p.name for p in result.artifacts())
+    assert pngs == ["evaluate_ar_an.png", "evaluate_losses.png", "evaluate_map_tiou.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in result.artifacts())
     with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
         lineage = cat.show(version)
     stored = {(e.method, e.metric): e.value for e in lineage.evaluations}

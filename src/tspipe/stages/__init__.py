@@ -157,11 +157,13 @@ STAGES["evaluate"] = Stage(
     run_whole=_run_evaluate,
     inputs=lambda params, paths: [paths.features_current, paths.annotations],
     outputs=lambda params, paths: [paths.metrics("localize"),
-                                   paths.plot("evaluate", "ar_an")],
+                                   *(paths.plot("evaluate", n)
+                                     for n in ("ar_an", "map_tiou", "losses"))],
     code=("tspipe.stages.evaluate", "tspipe.localize.train", "tspipe.localize.bmn",
           "tspipe.localize.gtad", "tspipe.localize.targets", "tspipe.localize.losses",
           "tspipe.localize.features", "tspipe.localize.postprocess",
-          "tspipe.localize.outputs", "tspipe.localize.metrics"),
+          "tspipe.localize.outputs", "tspipe.localize.metrics", "tspipe.localize.plots",
+          "tspipe.localize.classifier"),
 )
 
 PIPELINE: tuple[str, ...] = tuple(STAGES)

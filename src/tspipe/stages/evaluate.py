@@ -13,14 +13,15 @@ useful model must beat.
 Outputs: ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
 ``results/<version>/<method>/detections.json``,
 ``results/<version>/<method>/history.json`` (per-epoch losses), ``metrics/localize.json``
-and ``plots/evaluate_ar_an.csv`` (AR against average proposals per video, per method).
+and the figures (:mod:`tspipe.localize.plots`), each a CSV and a PNG:
+``plots/evaluate_ar_an``, ``plots/evaluate_map_tiou``, ``plots/evaluate_losses``; the
+door logs the PNGs to the MLflow run.
 
-Not yet: the PNG plots (mAP per tIoU, training losses) and an external class-scores file.
+Not yet: an external class-scores file (e.g. CUHK's) instead of the trained classifier.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ import numpy as np
 
 from tspipe.config import Params
 from tspipe.errors import StageError
-from tspipe.io import atomic_path, atomic_write_json
+from tspipe.io import atomic_write_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 from tspipe.stages.base import result_dict
@@ -53,6 +54,11 @@ class EvaluateStageResult:
     eval_videos: int
     scores: dict[str, dict[str, float]]  # method -> metric -> value (AR in [0, 1])
     final_loss: dict[str, float]
+    figures: list[Path]
+
+    def artifacts(self) -> list[Path]:
+        """Files for the MLflow run: the figures."""
+        return [p for p in self.figures if p.suffix == ".png"]
 
     def metrics(self) -> dict[str, float]:
         return {f"{m}.{k}": v for m, vals in self.scores.items() for k, v in vals.items()}
@@ -80,7 +86,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
 
     from tspipe.data.annotations import read_activitynet
     from tspipe.extract.runner import resolve_device
-    from tspipe.localize import evaluate_detection, evaluate_proposals
+    from tspipe.localize import evaluate_detection, evaluate_proposals, plots
     from tspipe.localize.classifier import train_classifier
     from tspipe.localize.features import load_features
     from tspipe.localize.postprocess import Proposals, combine_with_classes, results_json
@@ -104,6 +110,8 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
     tiou = tuple(cfg.tiou_thresholds)
     scores: dict[str, dict[str, float]] = {}
     curves: dict[str, Any] = {}
+    detections: dict[str, Any] = {}
+    histories: dict[str, Any] = {}
     losses: dict[str, float] = {}
 
     train_ids = set(train.video_ids)
@@ -127,8 +135,8 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
         dets = results_json({v: _known(combine_with_classes(p, class_scores[v]), gt_classes)
                              for v, p in by_video.items()})
         atomic_write_json(folder / "detections.json", dets, indent=None)
-        scores[method] = {**result.metrics(),
-                          **evaluate_detection(gt, dets, tiou=tiou).metrics()}
+        detections[method] = evaluate_detection(gt, dets, tiou=tiou)
+        scores[method] = {**result.metrics(), **detections[method].metrics()}
         curves[method] = result
 
     score(BASELINE, {vid: Proposals(*uniform_proposals(float(val.durations[i])))
@@ -145,6 +153,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
         atomic_write_json(paths.results_dir(version, method) / "history.json",
                           [h.__dict__ for h in history])
         losses[method] = history[-1].total
+        histories[method] = history
         score(method, predict(method, model, val, device=device, amp=cfg.amp,
                               batch_size=recipe.batch_size))
         reporter.message(f"evaluate: {method} AUC {scores[method]['auc'] * 100:.2f} "
@@ -152,8 +161,10 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
                          f"{scores[method]['ar_at_100'] * 100:.2f}, average mAP "
                          f"{scores[method]['average_map'] * 100:.2f} (baseline "
                          f"{scores[BASELINE]['average_map'] * 100:.2f})")
-    _write_curves(paths.plot("evaluate", "ar_an"), curves)
-    result = EvaluateStageResult(feature_version=version,
+    figures = [*plots.ar_an(curves, paths.plot("evaluate", "ar_an")),
+               *plots.map_per_tiou(detections, paths.plot("evaluate", "map_tiou")),
+               *plots.losses(histories, paths.plot("evaluate", "losses"))]
+    result = EvaluateStageResult(feature_version=version, figures=figures,
                                  results_dir=paths.results_dir(version, BASELINE).parent,
                                  train_videos=len(train.video_ids),
                                  eval_videos=len(val.video_ids), scores=scores,
@@ -167,14 +178,3 @@ def _known(dets: Any, classes: set[str]) -> Any:
     keep = np.array([label in classes for label in dets.labels], dtype=bool)
     return type(dets)(dets.segments[keep], dets.scores[keep],
                       tuple(label for label in dets.labels if label in classes))
-
-
-def _write_curves(path: Path, curves: dict[str, Any]) -> None:
-    """AR (in %) against average proposals per video, one row per (method, point)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", "proposals_per_video", "average_recall"])
-        for method, result in curves.items():
-            for n, ar in zip(result.proposals_per_video, result.avg_recall, strict=True):
-                writer.writerow([method, f"{n:.4f}", f"{ar * 100:.4f}"])
