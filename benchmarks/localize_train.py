@@ -23,9 +23,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tspipe.localize.bmn import BMN, valid_mask
+from tspipe.localize.bmn import BMN
 from tspipe.localize.losses import bmn_loss
 from tspipe.localize.targets import BMNTargets, bmn_targets, stack_targets
+from tspipe.localize.train import make_model, model_targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                                 f", {torch.get_num_threads()} threads"))
     rows: dict[str, float] = {}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        build = _builder(name, args.feat_dim, args.scale)
-        if build is None:
-            print(f"{name}: not available in this checkout; skipped")
-            continue
+        def build(name: str = name) -> torch.nn.Module:
+            return make_model(name, args.feat_dim, args.scale)
+
         variants = {"fp32": (build, False)}
         if device.type == "cuda":
             variants["amp"] = (build, True)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             variants["fp32_unfused"] = (lambda: BMN(args.feat_dim, args.scale,
                                                     fused_bm=False), False)
         for variant, (make, amp) in variants.items():
-            seconds = epoch_seconds(make, feats, targets, batch_size=args.batch_size,
+            seconds = epoch_seconds(name, make, feats, targets, batch_size=args.batch_size,
                                     device=device, amp=amp, steps=args.steps)
             rows[f"{name}_{variant}"] = seconds
             print(f"{name:<5} {variant:<13} {seconds:8.1f} s/epoch", flush=True)
@@ -81,19 +81,7 @@ def _segments(rng: np.random.Generator) -> np.ndarray:
     return np.stack([starts, np.minimum(starts + rng.uniform(0.05, 0.5, n), 1.0)], axis=1)
 
 
-def _builder(name: str, feat_dim: int, scale: int) -> Callable[[], torch.nn.Module] | None:
-    if name == "bmn":
-        return lambda: BMN(feat_dim, scale)
-    if name == "gtad":
-        try:
-            from tspipe.localize.gtad import GTAD
-        except ImportError:
-            return None
-        return lambda: GTAD(feat_dim, temporal_scale=scale, max_duration=scale)
-    raise SystemExit(f"unknown model {name!r}: bmn or gtad")
-
-
-def epoch_seconds(make: Callable[[], torch.nn.Module], feats: torch.Tensor,
+def epoch_seconds(method: str, make: Callable[[], torch.nn.Module], feats: torch.Tensor,
                   targets: BMNTargets, *, batch_size: int, device: torch.device, amp: bool,
                   steps: int = 0) -> float:
     """Wall seconds of one training epoch (forward, loss, backward, Adam step)."""
@@ -112,15 +100,10 @@ def epoch_seconds(make: Callable[[], torch.nn.Module], feats: torch.Tensor,
     def step(idx: torch.Tensor) -> None:
         with cast:
             out = model(feats[idx])
-            mask = valid_mask(out.start.shape[-1], device=device)
-            if out.confidence_map.shape[-2] != out.confidence_map.shape[-1]:
-                # G-TAD's (duration, start) map: its own valid cells, targets re-indexed
-                # from [start, end] to [duration, start].
-                from tspipe.localize.gtad import valid_mask as gtad_mask
-
-                mask = gtad_mask(out.start.shape[-1], out.confidence_map.shape[-2]).to(device)
-            t = BMNTargets(_map_for(out, targets.iou_map[idx]), targets.start[idx],
-                           targets.end[idx])
+            t, mask = model_targets(method, out, BMNTargets(targets.iou_map[idx],
+                                                            targets.start[idx],
+                                                            targets.end[idx]),
+                                    feats.shape[-1])
             loss = bmn_loss(out, t, mask, generator=gen).total
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,17 +118,6 @@ def epoch_seconds(make: Callable[[], torch.nn.Module], feats: torch.Tensor,
     seconds = time.perf_counter() - t0
     done = len(batches) - 1
     return seconds * (-(-n // batch_size)) / done if done else seconds
-
-
-def _map_for(out, iou_map: torch.Tensor) -> torch.Tensor:
-    d, t = out.confidence_map.shape[-2:]
-    if d == t and iou_map.shape[-2:] == (t, t):
-        return iou_map
-    # [start, end] -> [duration, start]: cell (d, s) is the proposal [s, s + d].
-    s = torch.arange(t, device=iou_map.device)
-    dur = torch.arange(d, device=iou_map.device)
-    end = (s[None, :] + dur[:, None]).clamp(max=t - 1)
-    return iou_map[:, s[None, :].expand(d, t), end]
 
 
 def _sync(device: torch.device) -> None:

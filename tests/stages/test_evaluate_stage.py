@@ -67,7 +67,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     with open(paths.plot("evaluate", "map_tiou"), newline="") as fh:
         maps = {(r["method"], r["tiou"]): float(r["map"]) for r in csv.DictReader(fh)}
     assert len(maps) == 3 * 10
-    assert np.mean([maps[("bmn", f"{t:.2f}")] for t in np.arange(0.5, 0.96, 0.05)]) \
+    assert np.mean([maps[("bmn", f"{t:.4f}")] for t in np.arange(0.5, 0.96, 0.05)]) \
         == pytest.approx(100 * result.scores["bmn"]["average_map"], abs=1e-3)
     with open(paths.plot("evaluate", "losses"), newline="") as fh:
         loss_rows = list(csv.DictReader(fh))

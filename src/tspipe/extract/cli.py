@@ -109,6 +109,15 @@ def load_encoder(encoder: str, checkpoint: str | Path | None, *,
     return LoadedEncoder(model, spec, ckpt.sha256)
 
 
+def extraction_params(encoder: str, sampler: ClipSampler, prep: Preprocess,
+                      **extra: Any) -> dict[str, Any]:
+    """The params of a feature version id: encoder, clips, preprocessing, plus ``extra``
+    (precision settings, dtype, pooling, ...)."""
+    return {"encoder": encoder, "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
+                                         "stride": sampler.stride},
+            "preprocess": prep.to_dict(), **extra}
+
+
 def code_version() -> str:
     """Hash of the package version and the source of :data:`CODE_MODULES`."""
     return source_hash(CODE_MODULES, version=__version__)
@@ -130,11 +139,8 @@ def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
     sampler = ClipSampler(clip_len, frame_rate, stride)
     prep = Preprocess.for_spec(loaded.spec, mode)  # type: ignore[arg-type]
     dev = resolve_device(device)
-    params: dict[str, Any] = {
-        "encoder": encoder, "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
-                                     "stride": sampler.stride},
-        "preprocess": prep.to_dict(), "dtype": dtype,
-        "amp": amp if dev.type == "cuda" else "off"}
+    params = extraction_params(encoder, sampler, prep, dtype=dtype,
+                               amp=amp if dev.type == "cuda" else "off")
     manifest = sha256_json([[v.video_id, sha256_file(v.path)] for v in videos])
     version = feature_version(loaded.checkpoint_sha256, params, manifest, code_version())
     extra = {} if loaded.random_init_seed is None else {"random_init_seed":

@@ -49,41 +49,41 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def ar_an(curves: Mapping[str, ProposalResult], csv_path: Path) -> list[Path]:
-    """AR (%) against average proposals per video: ``csv_path`` and its ``.png``."""
-    out = [_csv(csv_path, ["method", "proposals_per_video", "average_recall"],
-                [[m, f"{n:.4f}", f"{ar * 100:.4f}"] for m, r in curves.items()
-                 for n, ar in zip(r.proposals_per_video, r.avg_recall, strict=True)])]
+def _lines(csv_path: Path, columns: tuple[str, str],
+           series: Mapping[str, tuple[Sequence[float], Sequence[float], str]], *,
+           xlabel: str, ylabel: str, title: str, marker: str | None = None) -> list[Path]:
+    """One line per method (``x``, ``y``, legend label) as ``csv_path`` and its ``.png``."""
+    out = [_csv(csv_path, ["method", *columns],
+                [[m, f"{x:.4f}", f"{y:.4f}"] for m, (xs, ys, _) in series.items()
+                 for x, y in zip(xs, ys, strict=True)])]
     fig = _figure()
     if fig is not None:
         ax = fig.add_subplot()
-        for method, r in curves.items():
-            ax.plot(r.proposals_per_video, [100 * a for a in r.avg_recall],
-                    label=f"{method} (AUC {100 * r.auc:.2f})")
-        ax.set(xlabel="average number of proposals per video", ylabel="average recall (%)",
-               title="AR-AN")
+        for xs, ys, label in series.values():
+            ax.plot(xs, ys, marker=marker, label=label)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         out.append(_save(fig, csv_path.with_suffix(".png")))
     return out
+
+
+def ar_an(curves: Mapping[str, ProposalResult], csv_path: Path) -> list[Path]:
+    """AR (%) against average proposals per video: ``csv_path`` and its ``.png``."""
+    return _lines(csv_path, ("proposals_per_video", "average_recall"), {
+        m: (r.proposals_per_video, [100 * a for a in r.avg_recall],
+            f"{m} (AUC {100 * r.auc:.2f})") for m, r in curves.items()},
+        xlabel="average number of proposals per video", ylabel="average recall (%)",
+        title="AR-AN")
 
 
 def map_per_tiou(results: Mapping[str, DetectionResult], csv_path: Path) -> list[Path]:
     """Detection mAP (%) per tIoU threshold: ``csv_path`` and its ``.png``."""
-    out = [_csv(csv_path, ["method", "tiou", "map"],
-                [[m, f"{t:.2f}", f"{v * 100:.4f}"] for m, r in results.items()
-                 for t, v in zip(r.tiou_thresholds, r.map_per_tiou, strict=True)])]
-    fig = _figure()
-    if fig is not None:
-        ax = fig.add_subplot()
-        for method, r in results.items():
-            ax.plot(r.tiou_thresholds, [100 * v for v in r.map_per_tiou], marker="o",
-                    label=f"{method} (average {100 * r.average_map:.2f})")
-        ax.set(xlabel="tIoU threshold", ylabel="mAP (%)", title="Detection mAP per tIoU")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-        out.append(_save(fig, csv_path.with_suffix(".png")))
-    return out
+    return _lines(csv_path, ("tiou", "map"), {
+        m: (r.tiou_thresholds, [100 * v for v in r.map_per_tiou],
+            f"{m} (average {100 * r.average_map:.2f})") for m, r in results.items()},
+        xlabel="tIoU threshold", ylabel="mAP (%)", title="Detection mAP per tIoU",
+        marker="o")
 
 
 def losses(histories: Mapping[str, Sequence[Any]], csv_path: Path) -> list[Path]:

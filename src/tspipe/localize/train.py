@@ -125,8 +125,8 @@ def make_model(method: str, feat_dim: int, scale: int) -> nn.Module:
     raise StageError(f"unknown localization method {method!r}: choose one of {METHODS}")
 
 
-def _layout(method: str, out: MapOutput, targets: BMNTargets, scale: int
-            ) -> tuple[BMNTargets, torch.Tensor]:
+def model_targets(method: str, out: MapOutput, targets: BMNTargets, scale: int
+                  ) -> tuple[BMNTargets, torch.Tensor]:
     """Targets and valid-cell mask in the model's map layout."""
     device = out.confidence_map.device
     if method == "bmn":
@@ -177,9 +177,8 @@ def fit(method: str, model: nn.Module, data: LocalizationData, recipe: Recipe, *
             t = BMNTargets(*(getattr(data.targets, f)[idx].to(device) for f in BMNTargets._fields))
             with _autocast(device, amp):
                 out = model(x)
-            t, mask = _layout(method, out, t, data.scale)
-            parts = bmn_loss(out, t, mask, generator=loss_gen,
-                             thumos=False)
+            t, mask = model_targets(method, out, t, data.scale)
+            parts = bmn_loss(out, t, mask, generator=loss_gen)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()
             opt.step()

@@ -34,12 +34,12 @@ import torch
 from tspipe.config import EncoderRunConfig, Params
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError, StageError
-from tspipe.extract.cli import LoadedEncoder, load_encoder
+from tspipe.extract.cli import LoadedEncoder, extraction_params, load_encoder
 from tspipe.extract.cli import code_version as extract_code_version
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import Preprocess, default_resize
 from tspipe.extract.runner import ExtractResult, FeatureWriter, extract_features, resolve_device
-from tspipe.extract.writers import feature_version
+from tspipe.extract.writers import feature_attrs, feature_version
 from tspipe.io import atomic_write_json, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
@@ -138,17 +138,12 @@ class EncoderRun:
 
     def base_attrs(self) -> dict[str, Any]:
         """File attributes every shard of this run carries."""
-        attrs: dict[str, Any] = {
-            "fps": float(self.sampler.fps), "fps_exact": str(self.sampler.fps),
-            "stride": self.sampler.stride, "frames": self.sampler.frames,
-            "encoder": self.cfg.encoder, "checkpoint_sha256": self.checkpoint_sha256,
-            "checkpoint_origin": self.origin, "feature_version": self.version,
-            "preprocessing": self.prep.mode, "resize": list(self.prep.resize),
-            "crop": self.prep.crop, "precision": self.precision(),
-            "recipe": self.recipe()}
-        if self.loaded.random_init_seed is not None:
-            attrs["random_init_seed"] = self.loaded.random_init_seed
-        return attrs
+        seed = self.loaded.random_init_seed
+        return feature_attrs(encoder=self.cfg.encoder, checkpoint_sha256=self.checkpoint_sha256,
+                             feature_version=self.version, sampler=self.sampler, prep=self.prep,
+                             checkpoint_origin=self.origin, precision=self.precision(),
+                             recipe=self.recipe(),
+                             **({} if seed is None else {"random_init_seed": seed}))
 
     def recipe(self) -> str:
         """The version without the video set: equal recipes make equal numbers for the
@@ -190,11 +185,9 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
     resize = cfg.resize or (params.clip.resize if params.clip.crop == loaded.spec.size
                             else default_resize(loaded.spec.size))
     prep = Preprocess.for_spec(loaded.spec, cfg.preprocessing, resize)
-    id_params = {"stage": stage, "encoder": cfg.encoder,
-                 "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
-                          "stride": sampler.stride},
-                 "preprocess": prep.to_dict(), "device": cfg.device, "amp": cfg.amp,
-                 **dict(extra)}
+    id_params = {"stage": stage, **extraction_params(cfg.encoder, sampler, prep,
+                                                     device=cfg.device, amp=cfg.amp,
+                                                     **dict(extra))}
     videos = decoded_videos(paths)
     manifest = manifest_sha256(videos, params)
     code_version = sha256_json([extract_code_version(), *code])
