@@ -243,6 +243,12 @@ class CatalogConfig(Section):
         except Exception as exc:
             raise ValueError(f"not a database URL: {exc}") from None
         if url.password and not (info.context or {}).get("catalog_url_from_env"):
+    # With epochs None: at least this many optimizer steps (more epochs, the LR step
+    # stretched alike) when the training set is small; ActivityNet makes 627 an epoch.
+    min_steps: NonNegInt = 100
+    # Video-level class scores for detection (CUHK's JSON layout or {video: {label: score}});
+    # None: a linear classifier trained on the same features.
+    class_scores: str | None = None
             raise ValueError("holds a password: set TSPIPE_CATALOG_URL in the environment "
                              "instead of writing secrets into params.yaml")
         return v

@@ -86,3 +86,18 @@ def test_videos_without_features_are_reported_and_left_out(caplog):
         data = build_data(ann, feats, subset="training", scale=8)
     assert "v01" not in data.video_ids and len(data.video_ids) == 5
     assert "v01" in caplog.text and "left out" in caplog.text
+
+
+def test_small_training_sets_get_enough_steps():
+    bmn = Recipe(epochs=9, batch_size=16, lr=1e-3, weight_decay=1e-4, step_size=7)
+    # 9 videos make one step an epoch: 100 steps need 100 epochs, the LR step stretched
+    # by 100 / 9 (7 -> 78).
+    small = bmn.at_least(100, videos=9)
+    assert (small.epochs, small.step_size) == (100, 78)
+    assert small.epochs * small.steps_per_epoch(9) >= 100
+    # 40 videos: 3 steps an epoch, 34 epochs (102 steps).
+    assert (bmn.at_least(100, videos=40).epochs, bmn.at_least(100, videos=40).step_size) \
+        == (34, 26)
+    # ActivityNet's 10,024 videos already make 5,643 steps: the recipe as it is.
+    assert bmn.at_least(100, videos=10_024) is bmn
+    assert bmn.at_least(0, videos=9) is bmn

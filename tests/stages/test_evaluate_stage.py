@@ -12,6 +12,7 @@ from stage_helpers import write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
+from tspipe.errors import StageError
 from tspipe.localize import evaluate_detection, evaluate_proposals
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
@@ -82,6 +83,35 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     assert stored[("bmn", "auc")] == pytest.approx(result.scores["bmn"]["auc"])
     assert stored[("uniform", "ar_at_100")] == pytest.approx(
         result.scores["uniform"]["ar_at_100"])
+
+    # External class scores (CUHK's layout) replace the classifier: every proposal gets
+    # both classes (top 2), scored by the proposal score x the file's class score; only
+    # the classes with validation ground truth are kept.
+    names = sorted(classes)
+    file_scores = {names[0]: 0.5, names[1]: 0.25}
+    external = {"class": names, "results": {**{v: [0.5, 0.25] for v in val},
+                                            "not_a_validation_video": [0.1, 0.9]}}
+    (root / "scores.json").write_text(json.dumps(external))
+    write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
+                 extract={"workers": 0, "batch_size": 16},
+                 localize={"temporal_scale": 16, "epochs": 1, "methods": ["bmn"],
+                           "class_scores": "scores.json"})
+    params = load_params(root / "params.yaml")
+    run_stage("evaluate", params, paths, NullReporter(), track=False)
+    props = json.loads((paths.results_dir(version, "bmn") / "proposals.json").read_text())
+    dets = json.loads((paths.results_dir(version, "bmn") / "detections.json").read_text())
+    val_classes = {a["label"] for v in val for a in ann[v]["annotations"]}
+    for v in val:
+        assert {d["label"] for d in dets["results"][v]} == val_classes
+        for label in val_classes:
+            got = sorted(d["score"] for d in dets["results"][v] if d["label"] == label)
+            want = sorted(p["score"] * file_scores[label] for p in props["results"][v])
+            assert got == pytest.approx(want, rel=1e-6)
+    # A file that covers none of the validation videos is refused, by name.
+    (root / "scores.json").write_text(json.dumps({"class": names, "results": {
+        "elsewhere": [0.5, 0.5]}}))
+    with pytest.raises(StageError, match=r"scores\.json: class scores for none"):
+        run_stage("evaluate", params, paths, NullReporter(), track=False)
 
 
 def test_uniform_baseline_windows():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -55,6 +55,21 @@ class Recipe:
     weight_decay: float
     step_size: int
     gamma: float = 0.1
+
+    def steps_per_epoch(self, videos: int) -> int:
+        return -(-videos // self.batch_size)
+
+    def at_least(self, min_steps: int, videos: int) -> Recipe:
+        """This recipe with enough epochs for ``min_steps`` optimizer steps over ``videos``
+        training videos, the LR step stretched by the same factor (rounded); unchanged
+        when it already makes that many. The reference recipes assume ActivityNet's 10,024
+        training videos (627 steps an epoch at batch 16); SynthActions' 9 make one."""
+        per_epoch = self.steps_per_epoch(videos)
+        if min_steps <= self.epochs * per_epoch:
+            return self
+        epochs = -(-min_steps // per_epoch)
+        return replace(self, epochs=epochs,
+                       step_size=max(1, round(self.step_size * epochs / self.epochs)))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -168,7 +183,7 @@ def fit(method: str, model: nn.Module, data: LocalizationData, recipe: Recipe, *
     order_gen = torch.Generator().manual_seed(seed)
     loss_gen = torch.Generator(device=device).manual_seed(seed)
     n, history, step = len(data.video_ids), [], 0
-    steps_per_epoch = -(-n // recipe.batch_size)
+    steps_per_epoch = recipe.steps_per_epoch(n)
     reporter.start(f"{method} epochs", recipe.epochs)
     for epoch in range(recipe.epochs):
         sums = np.zeros(4)

@@ -17,7 +17,15 @@ and the figures (:mod:`tspipe.localize.plots`), each a CSV and a PNG:
 ``plots/evaluate_ar_an``, ``plots/evaluate_map_tiou``, ``plots/evaluate_losses``; the
 door logs the PNGs to the MLflow run.
 
-Not yet: an external class-scores file (e.g. CUHK's) instead of the trained classifier.
+``localize.class_scores`` names an external video-level scores file instead (CUHK's
+``cuhk_val_simp_share.json`` layout or ``{video_id: {label: score}}``,
+:func:`~tspipe.localize.postprocess.load_class_scores`); validation videos it lacks get no
+detections and are named in a warning.
+
+Small training sets: with ``localize.epochs`` null, a recipe that would make fewer than
+``localize.min_steps`` optimizer steps gets more epochs (its LR step stretched alike,
+:meth:`~tspipe.localize.train.Recipe.at_least`): the reference recipes assume
+ActivityNet's 627 steps an epoch, SynthActions makes one.
 """
 
 from __future__ import annotations
@@ -114,13 +122,16 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
     histories: dict[str, Any] = {}
     losses: dict[str, float] = {}
 
-    train_ids = set(train.video_ids)
-    classifier = train_classifier(
-        {v: feats[v].features for v in train_ids},
-        {v: [s.label for s in ann.videos[v].segments] for v in train_ids},
-        ann.classes or sorted({s.label for v in ann.videos.values() for s in v.segments}),
-        seed=cfg.seed)
-    class_scores = classifier.scores({v: feats[v].features for v in val.video_ids})
+    if cfg.class_scores:
+        class_scores = _external_scores(paths.resolve(cfg.class_scores), val.video_ids)
+    else:
+        train_ids = set(train.video_ids)
+        classifier = train_classifier(
+            {v: feats[v].features for v in train_ids},
+            {v: [s.label for s in ann.videos[v].segments] for v in train_ids},
+            ann.classes or sorted({s.label for v in ann.videos.values() for s in v.segments}),
+            seed=cfg.seed)
+        class_scores = classifier.scores({v: feats[v].features for v in val.video_ids})
 
     # Detections of a class with no validation ground truth are left out: mAP averages
     # over the classes the subset has, so they could not count, and the official
@@ -132,7 +143,8 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
         doc = results_json(by_video)
         atomic_write_json(folder / "proposals.json", doc, indent=None)
         result = evaluate_proposals(gt, doc, tiou=tiou)
-        dets = results_json({v: _known(combine_with_classes(p, class_scores[v]), gt_classes)
+        dets = results_json({v: _known(combine_with_classes(p, class_scores.get(v, {})),
+                                       gt_classes)
                              for v, p in by_video.items()})
         atomic_write_json(folder / "detections.json", dets, indent=None)
         detections[method] = evaluate_detection(gt, dets, tiou=tiou)
@@ -142,10 +154,11 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
     score(BASELINE, {vid: Proposals(*uniform_proposals(float(val.durations[i])))
                      for i, vid in enumerate(val.video_ids)})
     for method in cfg.methods:
-        recipe = RECIPES[method]
-        recipe = replace(recipe, **{k: getattr(cfg, k) for k in
-                                    ("epochs", "batch_size", "lr", "weight_decay")
-                                    if getattr(cfg, k) is not None})
+        recipe = replace(RECIPES[method], **{k: getattr(cfg, k) for k in
+                                             ("epochs", "batch_size", "lr", "weight_decay")
+                                             if getattr(cfg, k) is not None})
+        if cfg.epochs is None:
+            recipe = recipe.at_least(cfg.min_steps, len(train.video_ids))
         torch.manual_seed(cfg.seed)
         model = make_model(method, train.feat_dim, cfg.temporal_scale)
         history = fit(method, model, train, recipe, device=device, amp=cfg.amp,
@@ -171,6 +184,25 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
                                  final_loss=losses)
     atomic_write_json(paths.metrics("localize"), scores)
     return result
+
+
+def _external_scores(path: Path, video_ids: list[str]) -> dict[str, dict[str, float]]:
+    """``localize.class_scores`` read for ``video_ids`` (matched up to ActivityNet's ``v_``
+    prefix); a video it lacks gets no detections, and is named in a warning."""
+    from tspipe.localize.postprocess import load_class_scores
+
+    ext = load_class_scores(path)
+    scores = {v: s for v in video_ids if (s := ext.for_video(v)) is not None}
+    missing = [v for v in video_ids if v not in scores]
+    if missing:
+        log.warning("%s: no class scores for %d of %d validation videos (no detections for "
+                    "them, counted as misses): %s", path, len(missing), len(video_ids),
+                    ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)"
+                                              if len(missing) > 5 else ""))
+    if not scores:
+        raise StageError(f"{path}: class scores for none of the {len(video_ids)} validation "
+                         f"videos (first ids: {', '.join(video_ids[:3])})")
+    return scores
 
 
 def _known(dets: Any, classes: set[str]) -> Any:
