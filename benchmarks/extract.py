@@ -3,7 +3,8 @@
     python benchmarks/extract.py [--videos A.mp4 ...] [--size 112] [--batch-size 8]
                                  [--workers 1] [--threads N] [--repeat 1]
                                  [--encoder r2plus1d_tiny] [--device cpu] [--amp auto]
-                                 [--tile 1] [--methods a,a_fast,b,c,a_data,b_data]
+                                 [--tile 1] [--preprocess-on both]
+                                 [--methods a,a_dev,a_fast,b,c,a_data,a_dev_data,b_data]
 
 Same videos, same model (default ``r2plus1d_tiny``, seeded random weights; ``--size 112``
 feeds it TSP's 112-pixel clips after the 128x171 resize), same batch size, on the same
@@ -11,8 +12,10 @@ device, measured in one run:
 
 - ``a`` tspipe: ``tspipe.extract.extract_features`` in ``reference`` mode (decode each
   video once, pick frames by index, preprocess each kept frame once, pack windows of many
-  videos per batch; DataLoader workers split the videos); ``a_fast``: the same in ``fast``
-  mode (for information);
+  videos per batch; DataLoader workers split the videos), preprocessing in the workers
+  (``preprocess_on="host"``); ``a_dev``: the same with ``preprocess_on="device"`` (workers
+  send uint8 frames at source size, converted, resized, cropped and normalized on
+  ``--device``); ``a_fast``: ``fast`` mode, host preprocessing (for information);
 - ``b`` the reference's strategy, re-created: a map-style Dataset of clips (TSP's
   ``EvalVideoDataset``: clip starts from the metadata's frame count, ``[::2]`` frame
   picking) whose ``__getitem__`` does what torchvision 0.5's ``read_video`` did: open the
@@ -20,10 +23,13 @@ device, measured in one run:
   convert every frame in range to full-size RGB, take ``[::2][:16]``, then the reference
   transform; a DataLoader with the same batch size and workers batches the clips;
 - ``c`` the model alone, on clips decoded and preprocessed beforehand;
-- ``a_data`` / ``b_data``: the two loaders alone (no model), the data paths compared.
+- ``a_data`` / ``b_data``: the two loaders alone (no model), the data paths compared;
+  ``a_dev_data``: tspipe's uint8 loader, the copy to ``--device`` and the preprocessing
+  there, no model.
 
 clips/s = clips encoded per second of wall time, all videos together. Goals: a / b >= 5,
-a / c >= 0.8.
+a / c >= 0.8. ``a_dev / a`` and ``a_dev_data / a_data`` compare where preprocessing runs;
+``--preprocess-on host`` (or ``device``) leaves out the other placement's methods.
 
 On a GPU (``--device cuda --encoder r2plus1d_34 --batch-size 64 --workers 14``) the model
 runs as in extraction (eval, inference mode, ``channels_last_3d``, autocast ``--amp``);
@@ -66,7 +72,7 @@ from tspipe.extract import (
     make_loader,
     video_clips,
 )
-from tspipe.extract.runner import autocast, encode
+from tspipe.extract.runner import DeviceFrames, autocast, encode
 from tspipe.models import KINETICS_112, TINY_64, build_encoder
 
 
@@ -96,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=1, help="list each video this many times")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--preprocess-on", choices=("host", "device", "both"),
+                        default="both", help="where tspipe's reference-mode preprocessing "
+                        "runs: host (a, a_data), device (a_dev, a_dev_data) or both")
     args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()
+               and m.strip() not in SKIPPED_BY[args.preprocess_on]]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
@@ -159,7 +169,8 @@ def tsp_style_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-METHODS = ("a", "a_fast", "b", "c", "a_data", "b_data")
+METHODS = ("a", "a_dev", "a_fast", "b", "c", "a_data", "a_dev_data", "b_data")
+SKIPPED_BY = {"host": ("a_dev", "a_dev_data"), "device": ("a", "a_data"), "both": ()}
 
 
 class GpuUtilisation:
@@ -225,12 +236,12 @@ def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: 
     with torch.inference_mode():
         forward(torch.zeros(batch_size, 3, 16, spec.size, spec.size))  # warm-up
 
-    def ours(mode: str) -> Callable[[], int]:
+    def ours(mode: str, where: str = "host") -> Callable[[], int]:
         def method() -> int:
             writer = MemoryWriter()
             result = extract_features(videos, model, spec, sampler, writer=writer, mode=mode,
                                       batch_size=batch_size, workers=workers, device=device,
-                                      amp=amp)  # type: ignore[arg-type]
+                                      amp=amp, preprocess_on=where)  # type: ignore[arg-type]
             return result.clips
         return method
 
@@ -245,6 +256,18 @@ def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: 
         loader = make_loader(videos, sampler, prep, batch_size=batch_size, workers=workers,
                              device=device)
         return sum(len(batch.video_ids) for batch in loader)
+
+    def ours_device_data() -> int:
+        loader = make_loader(videos, sampler, prep, batch_size=batch_size, workers=workers,
+                             device=device, raw_frames=True)
+        assemble, n = DeviceFrames(prep, device), 0
+        with torch.inference_mode():
+            for batch in loader:
+                clips = assemble(batch)
+                n += 0 if clips is None else len(clips)
+        if cuda:
+            torch.cuda.synchronize(device)
+        return n
 
     def reference_data() -> int:
         loader = DataLoader(ReferenceClips([v.path for v in videos], prep),
@@ -269,10 +292,12 @@ def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: 
         return n
 
     table = {"a": ("tspipe (reference mode)", ours("reference")),
+             "a_dev": ("tspipe (reference, on device)", ours("reference", "device")),
              "a_fast": ("tspipe (fast mode)", ours("fast")),
              "b": ("reference strategy", reference),
              "c": ("model alone", model_only),
              "a_data": ("tspipe loader, no model", ours_data),
+             "a_dev_data": ("tspipe uint8 loader + device prep", ours_device_data),
              "b_data": ("reference loader, no model", reference_data)}
     if "c" in methods:
         model_only()  # pre-decode
@@ -290,10 +315,10 @@ def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: 
                 rates[key], util[key] = rate, gpu.mean
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),
               flush=True)
-    print(f"\n{'method':<36} clips/s (best of {repeat})" + ("   GPU util %" if cuda else ""))
+    print(f"\n{'method':<46} clips/s (best of {repeat})" + ("   GPU util %" if cuda else ""))
     for key in methods:
         gpu = f"   {util[key]:.0f}" if cuda and util.get(key) is not None else ""
-        print(f"{key + '  ' + table[key][0]:<36} {rates[key]:8.1f}{gpu}")
+        print(f"{key + '  ' + table[key][0]:<46} {rates[key]:8.1f}{gpu}")
 
     def ratio(a: str, b: str, goal: str = "") -> None:
         if a in rates and b in rates and rates[b]:
@@ -302,8 +327,11 @@ def run(paths: list[Path], *, size: int, batch_size: int, workers: int, repeat: 
     print()
     ratio("a", "b", ">= 5")
     ratio("a", "c", ">= 0.8")
+    ratio("a_dev", "c", ">= 0.8")
+    ratio("a_dev", "a")
     ratio("a_fast", "c")
     ratio("a_data", "b_data")
+    ratio("a_dev_data", "a_data")
     return rates
 
 

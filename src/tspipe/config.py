@@ -202,6 +202,10 @@ class ExtractConfig(EncoderRunConfig):
     export: list[Literal["npy", "csv", "h5"]] = []
     # Prefix of the .npy / .csv file names (ActivityNet tools expect "v_" + the YouTube id).
     export_id_prefix: str = ""
+    # Where frames become encoder input: host (decode workers send float clips) or device
+    # (they send uint8 frames, preprocessed on `device`); auto: device on CUDA, host on
+    # the CPU. Same arithmetic (bit-identical on the CPU): not part of the feature version.
+    preprocess_on: Literal["auto", "host", "device"] = "auto"
 
 
 class LocalizeConfig(Section):

@@ -87,3 +87,23 @@ def test_typer_command(folder, tmp_path):
     res = CliRunner().invoke(app, ["extract", str(folder), "--out", str(tmp_path / "n.h5"),
                                    "--encoder", "r2plus1d_tiny"])
     assert res.exit_code == 2
+
+
+def test_preprocess_on_is_an_option_outside_the_version(folder, tmp_path):
+    app = typer.Typer()
+    app.command("extract")(extract_command)
+    app.command("other")(lambda: None)
+    res = CliRunner().invoke(app, ["extract", "--help"], env={"COLUMNS": "200"})
+    assert "--preprocess-on" in res.output and "bit-identical" in res.output
+    host = run_extract([folder], out=tmp_path / "h.h5", allow_random_init=True,
+                       preprocess_on="host", **FAST)
+    dev = run_extract([folder], out=tmp_path / "d.h5", allow_random_init=True,
+                      preprocess_on="device", **FAST)
+    assert (host.preprocess_on, dev.preprocess_on) == ("host", "device")
+    assert read_attrs(tmp_path / "h.h5") == read_attrs(tmp_path / "d.h5")  # same version
+    d = read_features(tmp_path / "d.h5")
+    for vid, f in read_features(tmp_path / "h.h5").items():
+        assert np.array_equal(d[vid], f)
+    with pytest.raises(ConfigError, match="--preprocess-on"):
+        run_extract([folder], out=tmp_path / "x.h5", allow_random_init=True,
+                    preprocess_on="gpu", **FAST)

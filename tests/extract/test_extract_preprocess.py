@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from tspipe.errors import ConfigError
 from tspipe.extract import Preprocess, center_crop_offsets, default_resize
+from tspipe.extract.preprocess import gather_clips
 from tspipe.models import KINETICS_112, KINETICS_MEAN, KINETICS_STD, InputSpec
 
 
@@ -44,6 +45,39 @@ def test_reference_is_tsp_transform_bit_for_bit(shape):
     one_by_one = torch.cat([Preprocess.for_spec(KINETICS_112)(frames[i:i + 1])
                             for i in range(shape[0])], dim=1)
     assert torch.equal(one_by_one, got)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("spec", "mode", "shape"), [
+    (KINETICS_112, "reference", (7, 360, 640, 3)),
+    (InputSpec(frames=4, size=48, mean=(0.5,) * 3, std=(0.25,) * 3, value_range=(-1.0, 1.0)),
+     "reference", (5, 90, 160, 3)),
+    (KINETICS_112, "fast", (3, 128, 171, 3)),
+])
+def test_frames_are_call_bit_for_bit(spec, mode, shape, threads):
+    # The device path's op order on the CPU, in any chunking. Equal at equal thread
+    # counts: the CPU's bilinear kernel rounds differently with one thread than several.
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, shape, dtype=np.uint8)
+    prep = Preprocess.for_spec(spec, mode)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        expected = prep(frames)  # (C, T, crop, crop)
+        for chunk_bytes in (1, 1 << 20, 1 << 30):
+            got = prep.frames(torch.from_numpy(frames), chunk_bytes)  # (T, crop, crop, C)
+            assert got.shape == (shape[0], spec.size, spec.size, 3) and got.is_contiguous()
+            assert torch.equal(got.permute(3, 0, 1, 2), expected)
+    finally:
+        torch.set_num_threads(before)
+    index = torch.tensor([[0, 1, 1], [2, 2, 2]])
+    clips = gather_clips(got, index)
+    assert clips.shape == (2, 3, 3, spec.size, spec.size)
+    assert clips.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(clips[1, :, 0], expected[:, 2]) and torch.equal(clips[0, :, 2],
+                                                                         expected[:, 1])
+    assert prep.frames(torch.zeros(0, 20, 30, 3, dtype=torch.uint8)).shape == (0, spec.size,
+                                                                               spec.size, 3)
 
 
 def test_fast_only_crops_and_normalizes_decoder_sized_frames():

@@ -25,7 +25,12 @@ from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError, TspipeError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import MODES, Preprocess
-from tspipe.extract.runner import ExtractResult, extract_features, resolve_device
+from tspipe.extract.runner import (
+    PREPROCESS_ON,
+    ExtractResult,
+    extract_features,
+    resolve_device,
+)
 from tspipe.extract.writers import H5FeatureWriter, feature_attrs, feature_version
 from tspipe.io import safe_id, sha256_file, sha256_json, source_hash
 from tspipe.models.checkpoints import load_into, read_checkpoint
@@ -128,12 +133,18 @@ def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
                 clip_len: int = 16, frame_rate: float = 15.0, stride: int = 16,
                 batch_size: int = 16, workers: int = 2, device: str = "auto",
                 amp: str = "auto", dtype: str = "float32", allow_random_init: bool = False,
-                seed: int = 0, reporter: Reporter | None = None) -> ExtractResult:
-    """Extract clip features of ``inputs`` into ``out`` (resumes an interrupted run)."""
+                seed: int = 0, preprocess_on: str = "auto", reporter: Reporter | None = None
+                ) -> ExtractResult:
+    """Extract clip features of ``inputs`` into ``out`` (resumes an interrupted run).
+    ``preprocess_on`` is not part of the feature version (same arithmetic; see
+    :mod:`tspipe.extract.runner`); the result says where it ran."""
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if amp not in AMP_CHOICES:
         raise ConfigError(f"--amp {amp!r}: choose one of {', '.join(AMP_CHOICES)}")
+    if preprocess_on not in PREPROCESS_ON:
+        raise ConfigError(f"--preprocess-on {preprocess_on!r}: choose one of "
+                          f"{', '.join(PREPROCESS_ON)}")
     videos = find_videos(inputs)
     loaded = load_encoder(encoder, checkpoint, allow_random_init=allow_random_init, seed=seed)
     sampler = ClipSampler(clip_len, frame_rate, stride)
@@ -151,6 +162,7 @@ def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
         return extract_features(videos, loaded.model, loaded.spec, sampler, writer=writer,
                                 mode=prep.mode, batch_size=batch_size, workers=workers,
                                 device=dev, amp=amp, dtype=dtype,  # type: ignore[arg-type]
+                                preprocess_on=preprocess_on,
                                 reporter=reporter or LoggingReporter())
 
 
@@ -179,6 +191,13 @@ def extract_command(
     allow_random_init: Annotated[bool, typer.Option(help="Without --checkpoint, use seeded "
                                                     "random weights (testing only).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of --allow-random-init weights.")] = 0,
+    preprocess_on: Annotated[str, typer.Option(
+        help="Where frames become encoder input: host (the decoding processes send float "
+        "clips), device (they send uint8 frames, converted, resized, cropped and "
+        "normalized on --device: less CPU work, more bytes copied) or auto (device on "
+        "CUDA, host on the CPU). Same arithmetic (on the CPU bit-identical at equal "
+        "thread counts; last bits may differ on CUDA): not part of the feature version.")]
+    = "auto",
 ) -> None:
     """Extract clip features of videos into one HDF5 file (resumes if interrupted)."""
     try:
@@ -186,7 +205,8 @@ def extract_command(
                              mode=mode, clip_len=clip_len, frame_rate=frame_rate,
                              stride=stride, batch_size=batch_size, workers=workers,
                              device=device, amp=amp, dtype=dtype,
-                             allow_random_init=allow_random_init, seed=seed)
+                             allow_random_init=allow_random_init, seed=seed,
+                             preprocess_on=preprocess_on)
     except TspipeError as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from None

@@ -27,6 +27,16 @@ does; see :mod:`tspipe.extract.loader`.
 per kept frame, on frames already resampled to the clip rate), then only crops and
 normalizes. Same geometry, other filter: ``tspipe.extract.compare.compare_modes`` measures
 how far its features are from the reference's.
+
+Where it runs: :meth:`Preprocess.__call__` is the host path (DataLoader workers, one clip's
+new frames at a time, ``(C, T, crop, crop)``); :meth:`Preprocess.frames` is the same
+arithmetic, op for op, on a ``(N, H, W, 3) uint8`` tensor wherever it lives (the model's
+device, see :mod:`tspipe.extract.runner`), giving ``(N, crop, crop, C)`` frames for
+:func:`gather_clips`. On the CPU the two are bit-identical at the same
+``torch.get_num_threads()`` (the tests check it on decoded video); note that PyTorch's CPU
+bilinear kernel itself rounds differently with one thread than with several (up to ~1e-6
+here), and DataLoader workers run one. On CUDA the interpolation kernel may differ from
+the CPU's in the last bits of float32 too.
 """
 
 from __future__ import annotations
@@ -119,14 +129,32 @@ class Preprocess:
         ``CHUNK_BYTES`` of float32: the same numbers (every step is per frame), without
         allocating a full-size float clip (44 MB for 16 frames of 640x360, 4x slower).
         """
-        per_frame = 4 * 3 * int(np.prod(np.shape(frames[0])[:2])) if len(frames) else 1
-        step = max(1, CHUNK_BYTES // per_frame)
+        step = _chunk_frames(frames, CHUNK_BYTES)
         return torch.cat([self._chunk(frames[i:i + step])
                           for i in range(0, len(frames), step)], dim=1)
 
     def _chunk(self, frames: np.ndarray | Tensor | Sequence[np.ndarray]) -> Tensor:
-        x = torch.as_tensor(frames if isinstance(frames, np.ndarray | Tensor)
-                            else np.stack(frames))
+        x = self._cropped(torch.as_tensor(frames if isinstance(frames, np.ndarray | Tensor)
+                                          else np.stack(frames)))
+        return self._normalized(x.permute(1, 0, 2, 3).contiguous())
+
+    def frames(self, frames: Tensor, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+        """``(N, H, W, 3) uint8`` frames on any device -> ``(N, crop, crop, C) float32``
+        preprocessed frames on that device, channels last (a window's clip is
+        :func:`gather_clips` of them). The ops of :meth:`__call__`, in ``chunk_bytes`` of
+        full-size float32 at a time: every value is the same as there (bit for bit on the
+        CPU), only the memory layout differs."""
+        step = _chunk_frames(frames, chunk_bytes)
+        parts = []
+        for i in range(0, len(frames), step):
+            x = self._cropped(frames[i:i + step])  # (n, C, h, w), channels-last memory
+            parts.append(self._normalized(x.permute(1, 0, 2, 3)).permute(1, 2, 3, 0))
+        if not parts:
+            return torch.empty(0, self.crop, self.crop, 3, device=frames.device)
+        return torch.cat(parts).contiguous()
+
+    def _cropped(self, x: Tensor) -> Tensor:
+        """``(n, H, W, 3) uint8`` -> ``(n, 3, crop, crop)`` in [0, 1], resized, cropped."""
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {tuple(x.shape)} "
                              f"{x.dtype}")
@@ -142,7 +170,11 @@ class Preprocess:
             raise ValueError(f"fast mode expects frames decoded at {self.resize}, got "
                              f"{tuple(x.shape[-2:])}")
         i, j = center_crop_offsets(x.shape[-2], x.shape[-1], self.crop)
-        x = x[..., i:i + self.crop, j:j + self.crop].permute(1, 0, 2, 3).contiguous()
+        return x[..., i:i + self.crop, j:j + self.crop]
+
+    def _normalized(self, x: Tensor) -> Tensor:
+        """``(C, n, h, w)`` in [0, 1] -> the encoder's value range, then Normalize
+        (elementwise: the values do not depend on the memory layout)."""
         lo, hi = self.spec.value_range
         if (lo, hi) != (0.0, 1.0):
             x = lo + (hi - lo) * x
@@ -153,3 +185,18 @@ class Preprocess:
         return {"mode": self.mode, "resize": list(self.resize), "crop": self.crop,
                 "mean": list(self.spec.mean), "std": list(self.spec.std),
                 "value_range": list(self.spec.value_range)}
+
+
+def gather_clips(frames: Tensor, index: Tensor) -> Tensor:
+    """``(N, h, w, C)`` preprocessed frames and ``(B, T)`` frame numbers -> ``(B, C, T, h,
+    w)`` clips: a view of the gathered ``(B, T, h, w, C)``, i.e. ``channels_last_3d``
+    memory (what the encoder wants on CUDA; call ``.contiguous()`` for the host path's
+    layout)."""
+    return frames[index].permute(0, 4, 1, 2, 3)
+
+
+def _chunk_frames(frames: np.ndarray | Tensor | Sequence[np.ndarray], chunk_bytes: int
+                  ) -> int:
+    """Frames per chunk of about ``chunk_bytes`` of full-size float32 (at least 1)."""
+    per_frame = 4 * 3 * int(np.prod(np.shape(frames[0])[:2])) if len(frames) else 1
+    return max(1, chunk_bytes // per_frame)

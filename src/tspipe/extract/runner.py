@@ -3,10 +3,22 @@
 The loop (:func:`extract_features`) fits on one screen: skip what the writer already has,
 stream :class:`~tspipe.extract.loader.ClipBatch` records, run the encoder in eval mode
 under ``torch.inference_mode``, collect each video's clip features in clip order and hand
-the video to the writer once its last window is in. On CUDA the clips are copied from
+the video to the writer once its last window is in. On CUDA the batches are copied from
 pinned memory without blocking, the model and clips use ``channels_last_3d`` and autocast
 runs the encoder in bf16 (fp16 where bf16 is unsupported); on the CPU none of that applies
 and features are float32 all the way.
+
+Where preprocessing runs (``preprocess_on``): ``host``: in the DataLoader workers, which
+send float clips; ``device``: the workers send uint8 frames as decoded (source size in
+``reference`` mode; see :mod:`tspipe.extract.loader` for the batch layout) and
+:class:`DeviceFrames` converts, resizes, crops and normalizes them on the model's device
+right after the copy, in float32 outside autocast, then gathers each window's clip.
+``auto``: ``device`` on CUDA, ``host`` on the CPU. Same arithmetic either way: on the CPU
+the numbers are bit-identical at equal thread counts (PyTorch's CPU bilinear kernel
+itself rounds differently with one thread, as DataLoader workers run, than with several:
+last bits, ~1e-6 after Normalize); on CUDA its kernel may differ from the CPU's in the
+last bits. So the setting does not enter the feature version (the result and the shard
+reports record it).
 """
 
 from __future__ import annotations
@@ -23,16 +35,21 @@ import torch
 from torch import Tensor, nn
 
 from tspipe.data.clip_sampler import ClipSampler, Window
-from tspipe.errors import StageError
-from tspipe.extract.loader import VideoInput, make_loader
-from tspipe.extract.preprocess import Mode, Preprocess
+from tspipe.errors import ConfigError, StageError
+from tspipe.extract.loader import ClipBatch, VideoInput, make_loader
+from tspipe.extract.preprocess import CHUNK_BYTES, Mode, Preprocess, gather_clips
 from tspipe.models.spec import InputSpec
 from tspipe.reporting import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
 
 Amp = Literal["auto", "bf16", "fp16", "off"]
+PreprocessOn = Literal["auto", "host", "device"]
+PREPROCESS_ON: tuple[PreprocessOn, ...] = ("auto", "host", "device")
 TASK = "extract"
+# Full-size float32 bytes per preprocessing chunk on a GPU: few kernel launches, bounded
+# memory (about 90 frames of 640x360; the host's CHUNK_BYTES suits CPU caches).
+CUDA_CHUNK_BYTES = 256 << 20
 
 
 class FeatureWriter(Protocol):
@@ -56,6 +73,7 @@ class ExtractResult:
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
     clips: int = 0  # windows encoded in this run
     seconds: float = 0.0
+    preprocess_on: str = "host"  # where preprocessing ran: host (workers) or device
 
     @property
     def clips_per_s(self) -> float:
@@ -70,7 +88,8 @@ class ExtractResult:
     def to_dict(self) -> dict[str, Any]:
         return {"videos": self.videos, "written": list(self.written),
                 "skipped": list(self.skipped), "failed": dict(self.failed),
-                "clips": self.clips, "seconds": self.seconds, "clips_per_s": self.clips_per_s}
+                "clips": self.clips, "seconds": self.seconds, "clips_per_s": self.clips_per_s,
+                "preprocess_on": self.preprocess_on}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -78,6 +97,45 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_preprocess_on(setting: str, device: torch.device) -> Literal["host", "device"]:
+    """``auto``: ``device`` on CUDA, ``host`` elsewhere."""
+    if setting not in PREPROCESS_ON:
+        raise ConfigError(f"preprocess_on {setting!r}: choose one of {', '.join(PREPROCESS_ON)}")
+    if setting == "auto":
+        return "device" if device.type == "cuda" else "host"
+    return setting  # type: ignore[return-value]
+
+
+class DeviceFrames:
+    """Raw-frame batches -> clips on ``device``: each batch's new frames copied (without
+    blocking from pinned memory on CUDA), preprocessed, put after the frames kept from the
+    same worker's previous batch, gathered into ``(B, C, T, crop, crop)`` clips; the
+    frames the worker's next batch refers to are kept. Call it on every batch, in order."""
+
+    def __init__(self, prep: Preprocess, device: torch.device) -> None:
+        self.prep, self.device = prep, device
+        self.cuda = device.type == "cuda"
+        self.chunk_bytes = CUDA_CHUNK_BYTES if self.cuda else CHUNK_BYTES
+        self.kept: dict[int, Tensor] = {}  # worker -> preprocessed frames (K, h, w, C)
+
+    def _to(self, x: Tensor) -> Tensor:
+        return x.to(self.device, non_blocking=self.cuda)
+
+    def __call__(self, batch: ClipBatch) -> Tensor | None:
+        """The batch's clips (None for a batch without windows)."""
+        assert batch.frame_index is not None and batch.keep is not None
+        parts = [self.kept.pop(batch.worker)] if batch.worker in self.kept else []
+        parts += [self.prep.frames(self._to(f), self.chunk_bytes) for f in batch.frames]
+        if not parts:
+            return None
+        pool = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if len(batch.keep):
+            self.kept[batch.worker] = pool[self._to(batch.keep)]
+        if not batch.video_ids:
+            return None
+        return gather_clips(pool, self._to(batch.frame_index))
 
 
 def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
@@ -101,18 +159,21 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
                      resize: tuple[int, int] | None = None, batch_size: int = 64,
                      workers: int = 2, device: str | torch.device = "auto", amp: Amp = "auto",
                      dtype: str | np.dtype = "float32", backend: str | None = "auto",
-                     reporter: Reporter | None = None) -> ExtractResult:
+                     preprocess_on: str = "auto", reporter: Reporter | None = None
+                     ) -> ExtractResult:
     """Clip features of every video of ``videos`` not yet in ``writer``.
 
     Windows come from ``sampler`` (see :mod:`tspipe.extract.loader`), preprocessed for
     ``spec`` in ``mode`` (``resize`` before the crop; default
     :func:`~tspipe.extract.preprocess.default_resize`). Features are handed to the writer
-    as ``dtype`` (float32 or float16). A video that fails to decode is reported in
-    ``failed`` and written nowhere; the others go on.
+    as ``dtype`` (float32 or float16). ``preprocess_on``: in the loader's workers
+    (``host``) or on ``device`` (``auto``: on CUDA); see the module docstring. A video
+    that fails to decode is reported in ``failed`` and written nowhere; the others go on.
     """
     reporter = reporter or NullReporter()
     device = resolve_device(device)
     cuda = device.type == "cuda"
+    where = resolve_preprocess_on(preprocess_on, device)
     if sampler.frames != spec.frames:
         log.warning("clips of %d frames for an encoder built for %d", sampler.frames,
                     spec.frames)
@@ -124,7 +185,8 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
     skipped = [v.video_id for v in videos if v.video_id in done]
     prep = Preprocess.for_spec(spec, mode, resize)
     loader = make_loader(todo, sampler, prep, batch_size=batch_size, workers=workers,
-                         device=device, backend=backend)
+                         device=device, backend=backend, raw_frames=where == "device")
+    on_device = DeviceFrames(prep, device) if where == "device" else None
     model = model.eval().to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -139,7 +201,7 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
     written: list[str] = []
     failed: dict[str, str] = {}
     clips, started = 0, time.perf_counter()
-    with torch.inference_mode(), autocast(device, amp):
+    with torch.inference_mode():
         for step, batch in enumerate(loader):
             for failure in batch.failures:
                 feats.pop(failure.video_id, None)
@@ -148,12 +210,16 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
                 reporter.message(f"extract: video {failure.video_id!r} failed: "
                                  f"{failure.reason}", logging.WARNING)
                 reporter.advance(TASK)
-            if not batch.video_ids:
+            # preprocessing runs before autocast: float32, as on the host
+            x = on_device(batch) if on_device else batch.clips
+            if not batch.video_ids or x is None:
                 continue
-            x = batch.clips.to(device, non_blocking=cuda)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            out = encode(model, x).float().cpu().numpy()
+            x = x.to(device, non_blocking=cuda)
+            # the host path's (B, C, T, H, W) layout on the CPU (the same numbers out)
+            x = x.contiguous(memory_format=torch.channels_last_3d if cuda
+                             else torch.contiguous_format)
+            with autocast(device, amp):
+                out = encode(model, x).float().cpu().numpy()
             clips += len(out)
             for row, video_id in enumerate(batch.video_ids):
                 feats.setdefault(video_id, []).append(out[row])
@@ -171,8 +237,10 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
     if feats:  # the loader ended a video without its last window: a bug, not bad input
         raise StageError(f"videos left incomplete: {sorted(feats)}")
     result = ExtractResult(videos=len(videos), written=written, skipped=skipped,
-                           failed=failed, clips=clips, seconds=time.perf_counter() - started)
+                           failed=failed, clips=clips, seconds=time.perf_counter() - started,
+                           preprocess_on=where)
     reporter.metric("extract/clips_per_s", result.clips_per_s)
     reporter.message(f"extract: {len(written)} written, {len(skipped)} skipped, "
-                     f"{len(failed)} failed; {clips} clips at {result.clips_per_s:.1f} clips/s")
+                     f"{len(failed)} failed; {clips} clips at {result.clips_per_s:.1f} clips/s "
+                     f"(preprocessing on the {where})")
     return result

@@ -16,6 +16,11 @@ Precision: ``device: auto`` / ``amp: auto`` enter the version as written, and ea
 records the precision it actually ran in (``float32`` on the CPU, ``bf16``/``fp16`` under
 autocast on CUDA); ``finalize`` refuses a version whose shards disagree. Pin ``device``
 and ``amp`` to get one id per precision across machines.
+
+``preprocess_on`` (host workers or the model's device) does not enter the version: the
+arithmetic is the same (bit-identical on the CPU, last bits of the bilinear kernel on
+CUDA). Each shard report records where it ran; the HDF5 attributes do not (a resumed
+shard may finish with the other setting).
 """
 
 from __future__ import annotations
@@ -234,6 +239,7 @@ class ShardReport:
     clips: int = 0
     seconds: float = 0.0
     precision: str = "float32"
+    preprocess_on: str = "host"  # where frames were preprocessed: host (workers) | device
     host: str = ""  # where it ran (a Ray cluster spreads shards over nodes)
     pid: int = 0
 
@@ -244,7 +250,8 @@ class ShardReport:
                    written=list(result.written), skipped=list(result.skipped),
                    failed=dict(result.failed), reused=dict(reused), clips=result.clips,
                    seconds=result.seconds, precision=run.precision(),
-                   host=socket.gethostname(), pid=os.getpid())
+                   preprocess_on=result.preprocess_on, host=socket.gethostname(),
+                   pid=os.getpid())
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.__dict__)
@@ -275,7 +282,7 @@ def encode_shard(run: EncoderRun, batch: Batch, writer: FeatureWriter, reporter:
                             run.sampler, writer=writer, mode=run.prep.mode,
                             resize=run.prep.resize, batch_size=cfg.batch_size,
                             workers=cfg.workers, device=cfg.device, amp=cfg.amp,
-                            dtype=dtype, reporter=reporter)
+                            dtype=dtype, preprocess_on=cfg.preprocess_on, reporter=reporter)
 
 
 def shard_done(run: EncoderRun, batch: Batch) -> bool:
