@@ -135,12 +135,16 @@ class ClipConfig(Section):
 
 
 class PretrainConfig(Section):
+    """TSP / TAC fine-tuning (``tspipe.pretrain``), the paper's recipe by default."""
+
     mode: Literal["tsp", "tac"] = "tsp"
     encoder: str = "r2plus1d_34"
     init_checkpoint: str | None = None
     use_gvf: bool = True
     clips_per_segment: PosInt = 5
     epochs: PosInt = 8
+    # Clips per optimizer step, all processes and accumulation steps together: each of
+    # world_size x grad_accum_steps micro-batches holds batch_size / (that product) clips.
     batch_size: PosInt = 32
     lr_backbone: PosFloat = 1e-4  # per batch of 32, scaled linearly
     lr_heads: PosFloat = 2e-3
@@ -156,6 +160,26 @@ class PretrainConfig(Section):
     workers: NonNegInt = 2
     seed: NonNegInt = 0
     device: str = "auto"
+    # Subsets (the ground-truth table's `subset`) trained and validated on. TSP on
+    # THUMOS14 trains on its validation videos and validates on its test videos.
+    train_subsets: list[str] = ["training"]
+    valid_subsets: list[str] = ["validation"]
+    # Under DDP on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm).
+    sync_bn: bool = False
+    # BatchNorm layers keep their running statistics (eval mode; affine weights still
+    # train): batch statistics of small per-GPU batches are noisy.
+    freeze_bn: bool = False
+    # A resumable state every N optimizer steps as well as at each epoch's end (0: epochs only).
+    checkpoint_every_steps: NonNegInt = 0
+    # The weights saved as the encoder: the best epoch by validation (TSP released its best
+    # epoch) or the last one. Without validation segments, always the last.
+    export_epoch: Literal["best", "last"] = "best"
+
+    @model_validator(mode="after")
+    def _milestones(self) -> PretrainConfig:
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}")
+        return self
 
 
 class EncoderRunConfig(Section):

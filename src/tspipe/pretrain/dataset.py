@@ -1,0 +1,174 @@
+"""One training or validation clip, read from its decoded video: frames, labels, GVF.
+
+Frames come through the one decoder path (:func:`tspipe.data.video.open_reader`,
+``reader.read``: PyAV seeks to the keyframe before the clip and decodes only what it
+needs) at the source size; the clip's source frames are ``ClipSampler.source_indices``
+(30 -> 15 fps: every 2nd frame, as extraction). A clip that runs past the video's end
+(a segment clamped to a duration the stream does not quite fill) repeats the last frame
+the file has, as extraction pads a short video, instead of raising as the reference did.
+
+Transforms are TSP's, on the encoder's :class:`~tspipe.models.spec.InputSpec`:
+validation is extraction's ``reference`` :class:`~tspipe.extract.preprocess.Preprocess`
+(float, bilinear resize without antialiasing, centre crop, normalize); training is the
+same with a random crop and a random horizontal flip (p = 0.5) drawn from the clip's own
+seed (:class:`~tspipe.pretrain.samples.SampleKey`), so the numbers do not depend on the
+number of DataLoader workers.
+
+The GVF file is opened once per process, on the first clip that needs it (never in the
+parent, never per clip), and each video's vector is kept once read.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from tspipe.data.clip_sampler import ClipSampler
+from tspipe.data.video import open_reader
+from tspipe.errors import ConfigError, VideoError
+from tspipe.extract.preprocess import Preprocess
+from tspipe.pretrain.samples import SampleKey, Segments
+
+_EMPTY = torch.empty(0, dtype=torch.float32)
+
+
+class Sample(NamedTuple):
+    """``clip (3, T, crop, crop) float32`` normalized; ``action`` class (-1 background),
+    ``region`` (0 Action, 1 No action) int64 scalars; ``gvf (F,)`` float32, or ``(0,)``
+    when the model reads none. ``default_collate`` stacks them into a batch of the same
+    fields."""
+
+    clip: Tensor
+    action: Tensor
+    region: Tensor
+    gvf: Tensor
+
+
+def read_clip_frames(path: Path, indices: np.ndarray, *, video_id: str,
+                     backend: str | None = "auto") -> np.ndarray:
+    """Source frames ``indices (T,)`` of a video, ``(T, H, W, 3) uint8``. An index past
+    the frames the file holds gets the last frame before it."""
+    wanted = sorted(set(int(i) for i in indices))
+    with open_reader(path, backend, video_id=video_id) as reader:
+        got = reader.read(wanted, None)
+    if not got:
+        raise VideoError(path, f"no frame at or after source frame {wanted[0]} (the clip "
+                         "starts past the video's end)", video_id=video_id)
+    have = sorted(got)
+    out = []
+    for i in indices.tolist():
+        if i not in got:  # past the end: the last frame before it (or the first one after)
+            before = [k for k in have if k < i]
+            i = before[-1] if before else have[0]
+        out.append(got[i])
+    return np.stack(out)
+
+
+def train_transform(frames: np.ndarray, prep: Preprocess, rng: np.random.Generator) -> Tensor:
+    """``(T, H, W, 3) uint8 -> (C, T, crop, crop) float32``: TSP's training transform
+    (float [0, 1], resize, random horizontal flip, normalize, random crop; crop and flip
+    commute with the per-pixel normalization, so they are done first, on less data)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    x = x.to(torch.float32).div_(255)
+    x = F.interpolate(x, size=tuple(prep.resize), mode="bilinear", align_corners=False,
+                      antialias=False)
+    h, w, crop = x.shape[-2], x.shape[-1], prep.crop
+    # torchvision 0.5's RandomCrop: random.randint(0, h - th), bounds included.
+    i, j = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    x = x[..., i:i + crop, j:j + crop]
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    x = x.permute(1, 0, 2, 3).contiguous()  # (C, T, crop, crop)
+    lo, hi = prep.spec.value_range
+    if (lo, hi) != (0.0, 1.0):
+        x = lo + (hi - lo) * x
+    return prep.spec.normalize(x.unsqueeze(0))[0]
+
+
+class ClipDataset(Dataset[Sample]):
+    """Map-style: ``dataset[SampleKey]`` -> :class:`Sample`. ``splits[key.split]`` are the
+    segments the key indexes (training, validation)."""
+
+    def __init__(self, splits: tuple[Segments, ...], sampler: ClipSampler, prep: Preprocess,
+                 *, gvf_path: Path | None = None, backend: str | None = "auto") -> None:
+        self.splits, self.sampler, self.prep = splits, sampler, prep
+        self.gvf_path, self.backend = gvf_path, backend
+        self._h5: h5py.File | None = None
+        self._gvf: dict[str, Tensor] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get the description, not the parent's open file or cache.
+        return {**self.__dict__, "_h5": None, "_gvf": {}}
+
+    def __getitem__(self, key: SampleKey) -> Sample:  # type: ignore[override]
+        seg = self.splits[key.split]
+        s = key.segment
+        video_id, path = seg.video_id(s), seg.paths[int(seg.video[s])]
+        fps = float(seg.fps[s])
+        frames = int(seg.frames[s])
+        indices = self.sampler.source_indices(
+            self.sampler.window(key.start_frame), fps if fps > 0 else self._header_fps(
+                path, video_id), num_source_frames=frames if frames > 0 else None)
+        images = read_clip_frames(path, indices, video_id=video_id, backend=self.backend)
+        if key.seed < 0:
+            clip = self.prep(images)
+        else:
+            clip = train_transform(images, self.prep, np.random.default_rng(key.seed))
+        gvf = self.gvf(video_id) if self.gvf_path is not None else _EMPTY
+        return Sample(clip, torch.tensor(int(seg.action[s])), torch.tensor(int(seg.region[s])),
+                      gvf)
+
+    def gvf(self, video_id: str) -> Tensor:
+        """The video's GVF ``(F,)`` float32 (the file opened on first use, in this process)."""
+        vec = self._gvf.get(video_id)
+        if vec is None:
+            if self._h5 is None:
+                self._h5 = h5py.File(self.gvf_path, "r")
+            if video_id not in self._h5:
+                raise ConfigError(f"{self.gvf_path}: no GVF for video {video_id!r}")
+            vec = torch.from_numpy(np.asarray(self._h5[video_id][()], dtype=np.float32))
+            self._gvf[video_id] = vec
+        return vec
+
+    def _header_fps(self, path: Path, video_id: str) -> float:
+        with open_reader(path, self.backend, video_id=video_id) as reader:
+            if not reader.header.fps:
+                raise VideoError(path, "neither the ground-truth table nor the header gives "
+                                 "a frame rate", video_id=video_id)
+            return float(reader.header.fps)
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+def check_gvf(path: Path, video_ids: set[str], feature_dim: int) -> None:
+    """Every video has a ``(feature_dim,)`` vector in the GVF file (read once, up front)."""
+    with h5py.File(path, "r") as f:
+        missing = sorted(v for v in video_ids if v not in f)
+        if missing:
+            raise ConfigError(f"{path}: no GVF for {len(missing)} training/validation videos "
+                              f"(first: {', '.join(missing[:5])}); run the gvf stage")
+        some = next(iter(sorted(video_ids)), None)
+        if some is not None and f[some].shape != (feature_dim,):
+            raise ConfigError(f"{path}: GVF of {some!r} has shape {f[some].shape}, the "
+                              f"encoder's clip features are ({feature_dim},): the GVF must "
+                              "come from the same architecture")
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers: one intra-op thread each (they decode and resize small
+    tensors), and signals left to the main process, which finishes its step, saves and
+    then stops them (a Ctrl-C reaches the whole process group)."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
