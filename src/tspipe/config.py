@@ -202,6 +202,10 @@ class EncoderRunConfig(Section):
     workers: NonNegInt = 2
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
+    # Where frames become encoder input: host (decode workers send float clips) or device
+    # (they send uint8 frames, preprocessed on `device`); auto: device on CUDA, host on
+    # the CPU. Same arithmetic (bit-identical on the CPU): not part of the feature version.
+    preprocess_on: Literal["auto", "host", "device"] = "auto"
     shard_size: PosInt = 500  # videos per shard: one HDF5 file, one task
     # local: shards one after another in this process; ray: one Prefect task per shard on
     # Ray (prefect-ray), each asking Ray for ray_gpus_per_shard GPUs and ray_cpus_per_shard CPUs.
@@ -226,10 +230,6 @@ class ExtractConfig(EncoderRunConfig):
     export: list[Literal["npy", "csv", "h5"]] = []
     # Prefix of the .npy / .csv file names (ActivityNet tools expect "v_" + the YouTube id).
     export_id_prefix: str = ""
-    # Where frames become encoder input: host (decode workers send float clips) or device
-    # (they send uint8 frames, preprocessed on `device`); auto: device on CUDA, host on
-    # the CPU. Same arithmetic (bit-identical on the CPU): not part of the feature version.
-    preprocess_on: Literal["auto", "host", "device"] = "auto"
 
 
 class LocalizeConfig(Section):
@@ -238,11 +238,19 @@ class LocalizeConfig(Section):
 
     methods: list[Literal["bmn", "gtad"]] = ["bmn", "gtad"]
     temporal_scale: PosInt = 100
+    # Layer widths: "reference" (the papers') or "small" (a quarter, for CPU-sized runs).
+    model_size: Literal["reference", "small"] = "reference"
     tiou_thresholds: list[Fraction01] = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
     epochs: PosInt | None = None
     batch_size: PosInt | None = None
     lr: PosFloat | None = None
     weight_decay: NonNegFloat | None = None
+    # With epochs None: at least this many optimizer steps (more epochs, the LR step
+    # stretched alike) when the training set is small; ActivityNet makes 627 an epoch.
+    min_steps: NonNegInt = 100
+    # Video-level class scores for detection (CUHK's JSON layout or {video: {label: score}});
+    # None: a linear classifier trained on the same features.
+    class_scores: str | None = None
     seed: NonNegInt = 0
     amp: bool = True  # bf16 autocast on CUDA
     device: str = "auto"
@@ -271,12 +279,6 @@ class CatalogConfig(Section):
         except Exception as exc:
             raise ValueError(f"not a database URL: {exc}") from None
         if url.password and not (info.context or {}).get("catalog_url_from_env"):
-    # With epochs None: at least this many optimizer steps (more epochs, the LR step
-    # stretched alike) when the training set is small; ActivityNet makes 627 an epoch.
-    min_steps: NonNegInt = 100
-    # Video-level class scores for detection (CUHK's JSON layout or {video: {label: score}});
-    # None: a linear classifier trained on the same features.
-    class_scores: str | None = None
             raise ValueError("holds a password: set TSPIPE_CATALOG_URL in the environment "
                              "instead of writing secrets into params.yaml")
         return v

@@ -128,15 +128,27 @@ def build_data(ann: Annotations, feats: FeatureSet, *, subset: str, scale: int
                             stack_targets(targets), np.array(durations))
 
 
-def make_model(method: str, feat_dim: int, scale: int) -> nn.Module:
+# Layer sizes: the papers' ("reference") and a CPU-sized variant ("small": a quarter of the
+# widths, 8 samples per bin / RoI): same code, for SynthActions-scale runs on a CPU.
+SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "reference": {"bmn": {}, "gtad": {}},
+    "small": {"bmn": {"hidden_1d": 64, "hidden_2d": 32, "hidden_3d": 128, "num_sample": 8},
+              "gtad": {"channels": 64, "roi_points": 8, "context_points": 4}},
+}
+
+
+def make_model(method: str, feat_dim: int, scale: int, size: str = "reference") -> nn.Module:
+    """BMN or G-TAD (``max_duration`` = ``scale``) at the named layer ``size``."""
+    if size not in SIZES:
+        raise StageError(f"unknown model size {size!r}: choose one of {tuple(SIZES)}")
     if method == "bmn":
         from tspipe.localize.bmn import BMN
 
-        return BMN(feat_dim, scale)
+        return BMN(feat_dim, scale, **SIZES[size]["bmn"])
     if method == "gtad":
         from tspipe.localize.gtad import GTAD
 
-        return GTAD(feat_dim, temporal_scale=scale, max_duration=scale)
+        return GTAD(feat_dim, temporal_scale=scale, max_duration=scale, **SIZES[size]["gtad"])
     raise StageError(f"unknown localization method {method!r}: choose one of {METHODS}")
 
 

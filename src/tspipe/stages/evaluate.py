@@ -160,7 +160,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
         if cfg.epochs is None:
             recipe = recipe.at_least(cfg.min_steps, len(train.video_ids))
         torch.manual_seed(cfg.seed)
-        model = make_model(method, train.feat_dim, cfg.temporal_scale)
+        model = make_model(method, train.feat_dim, cfg.temporal_scale, cfg.model_size)
         history = fit(method, model, train, recipe, device=device, amp=cfg.amp,
                       seed=cfg.seed, reporter=reporter)
         atomic_write_json(paths.results_dir(version, method) / "history.json",
