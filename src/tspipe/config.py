@@ -137,8 +137,10 @@ class ClipConfig(Section):
 class PretrainConfig(Section):
     """TSP / TAC fine-tuning (``tspipe.pretrain``), the paper's recipe by default."""
 
+    enabled: bool = True  # the pipeline runs `pretrain` when true
     mode: Literal["tsp", "tac"] = "tsp"
-    encoder: str = "r2plus1d_34"
+    # The CPU demo's tiny encoder, like gvf/extract (TSP: r2plus1d_34 from Kinetics).
+    encoder: str = "r2plus1d_tiny"
     init_checkpoint: str | None = None
     use_gvf: bool = True
     clips_per_segment: PosInt = 5

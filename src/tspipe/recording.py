@@ -116,12 +116,15 @@ def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
     dataset_id = _dataset_id(cat, paths, params)
     ckpt_uri = Path(result.checkpoint).as_uri() if result.checkpoint else None
-    extra = {} if result.checkpoint_origin != "pretrain" else {"dataset_id": dataset_id}
-    cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder,
-                            origin=result.checkpoint_origin, uri=ckpt_uri,
-                            params={"random_init_seed": params.extract.seed}
-                            if result.checkpoint is None else {},
-                            **extra)
+    # A checkpoint the catalog knows keeps its row (a pretrain output named explicitly in
+    # extract.checkpoint stays origin "pretrain", with its lineage).
+    if not _known_checkpoint(cat, result.checkpoint_sha256):
+        extra = {} if result.checkpoint_origin != "pretrain" else {"dataset_id": dataset_id}
+        cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder,
+                                origin=result.checkpoint_origin, uri=ckpt_uri,
+                                params={"random_init_seed": params.extract.seed}
+                                if result.checkpoint is None else {},
+                                **extra)
     commit = git_commit(paths.root)
     version = cat.register_feature_version(
         dataset_id=dataset_id, checkpoint_sha256=result.checkpoint_sha256,
@@ -144,6 +147,35 @@ def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                            mlflow_run_id=mlflow_run_id)
 
 
+def _known_checkpoint(cat: Catalog, sha256: str) -> bool:
+    return any(c.sha256 == sha256 for c in cat.checkpoints())
+
+
+def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                     mlflow_run_id: str | None) -> None:
+    """The trained encoder (origin ``pretrain``): its parent (the init checkpoint,
+    registered as ``official`` if the catalog does not know it; none for seeded random
+    weights), the dataset, the params and the MLflow run."""
+    from tspipe.provenance import git_commit
+
+    cfg = params.pretrain
+    if result.init_sha256 and not _known_checkpoint(cat, result.init_sha256):
+        init = paths.resolve(cfg.init_checkpoint) if cfg.init_checkpoint else None
+        cat.register_checkpoint(result.init_sha256, arch=cfg.encoder, origin="official",
+                                uri=init.as_uri() if init else None)
+    run_params = {"pretrain": cfg.model_dump(mode="json"),
+                  "clip": params.clip.model_dump(mode="json"),
+                  "gvf_source": result.gvf_source, "exported_epoch": result.exported_epoch,
+                  "best_epoch": result.best_epoch}
+    if not result.init_sha256:
+        run_params["random_init_seed"] = cfg.seed
+    cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder, origin="pretrain",
+                            uri=Path(result.checkpoint).as_uri(), mlflow_run_id=mlflow_run_id,
+                            params=run_params, parent_sha256=result.init_sha256,
+                            dataset_id=_dataset_id(cat, paths, params),
+                            git_commit=git_commit(paths.root))
+
+
 def _record_evaluate(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                      mlflow_run_id: str | None) -> None:
     """Each method's proposal metrics (and the baseline's) on the validation subset."""
@@ -156,6 +188,7 @@ RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None
     "ingest": _record_ingest,
     "download": _record_download,
     "decode": _record_decode,
+    "pretrain": _record_pretrain,
     "extract": _record_extract,
     "evaluate": _record_evaluate,
 }

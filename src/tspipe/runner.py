@@ -75,6 +75,8 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
     run.set_tags({"tspipe.cached": str(cached).lower(), **getattr(result, "tags", dict)()})
     for path in getattr(result, "artifacts", list)():
         run.log_artifact(path)
+    for model, path, tags in getattr(result, "registered_models", list)():
+        run.register_model(model, path, tags)
     if isinstance(result, PartialRun):
         return  # other shards still to run: the run that finalizes records it
     record(name, result, params, paths, mlflow_run_id=run.run_id)

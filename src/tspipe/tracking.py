@@ -73,6 +73,30 @@ class TrackedRun:
             for k, v in tags.items():
                 self.tracker.client.set_tag(self.run_id, k, v)
 
+    def register_model(self, name: str, path: str | Path, tags: Mapping[str, str]) -> str | None:
+        """Log ``path`` under ``model/`` and register it as a new version of model ``name``
+        (created on first use) with ``tags``; the version number, None without tracking.
+        A version whose ``sha256`` tag equals ``tags["sha256"]`` already holds these
+        weights: its number is returned and nothing is registered again."""
+        if not (self.tracker and self.run_id):
+            return None
+        from mlflow.exceptions import MlflowException
+
+        client = self.tracker.client
+        if "sha256" in tags:
+            for mv in client.search_model_versions(f"name = '{name}'"):
+                if mv.tags.get("sha256") == tags["sha256"]:
+                    return mv.version
+        client.log_artifact(self.run_id, str(path), "model")
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{client.get_run(self.run_id).info.artifact_uri}/model/{Path(path).name}"
+        return client.create_model_version(name, source, run_id=self.run_id,
+                                           tags=dict(tags)).version
+
 
 class Tracker:
     def __init__(self, cfg: TrackingConfig, paths: RunPaths) -> None:

@@ -18,6 +18,9 @@ TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
 TINY_ENCODER_RUN = {"workers": 0, "batch_size": 16}
 # BMN and G-TAD at a 16-step scale for 2 epochs: the stage's plumbing, in seconds.
 TINY_LOCALIZE = {"temporal_scale": 16, "epochs": 2}
+# One epoch of one clip per segment, in the test process.
+TINY_PRETRAIN = {"epochs": 1, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
+                 "warmup_epochs": 0, "lr_milestones": [1]}
 
 
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
@@ -26,6 +29,7 @@ def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
     raw["gvf"].update(TINY_ENCODER_RUN)
     raw["extract"].update(TINY_ENCODER_RUN)
     raw["localize"].update(TINY_LOCALIZE)
+    raw["pretrain"].update(TINY_PRETRAIN)
     for section, values in overrides.items():
         raw[section].update(values)
     path = root / "params.yaml"

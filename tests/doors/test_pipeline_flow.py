@@ -23,8 +23,8 @@ def _runs(root):
 def test_pipeline_flow_end_to_end_then_cached(run_dir):
     root = run_dir
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
-    assert [r["stage"] for r in summary["stages"]] == ["synth", "ingest", "download", "decode",
-                                                       "gvf", "extract", "evaluate"]
+    assert [r["stage"] for r in summary["stages"]] == [
+        "synth", "ingest", "download", "decode", "gvf", "pretrain", "extract", "evaluate"]
     assert not any(r["cached"] for r in summary["stages"])
 
     videos = sorted((root / "data/synth/videos").glob("*.mp4"))
@@ -41,7 +41,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert sorted(r.data.tags["tspipe.stage"] for r in children) == [
-        "decode", "download", "evaluate", "extract", "gvf", "ingest", "synth"]
+        "decode", "download", "evaluate", "extract", "gvf", "ingest", "pretrain", "synth"]
     ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
@@ -88,6 +88,16 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     gvf_run = next(r for r in children if r.data.tags["tspipe.stage"] == "gvf")
     assert gvf_run.data.metrics["ok"] == 3.0
     assert (root / "data/gvf/gvf.h5").exists()
+    # The features come from the pretrain stage's encoder: lineage back to its run.
+    pretrain_run = next(r for r in children if r.data.tags["tspipe.stage"] == "pretrain")
+    sha = pretrain_run.data.tags["tspipe.checkpoint_sha256"]
+    assert extract_run.data.tags["tspipe.checkpoint_sha256"] == sha
+    with Catalog(url) as cat:
+        lineage = cat.show(current["feature_version"])
+    assert (lineage.checkpoint.sha256, lineage.checkpoint.origin) == (sha, "pretrain")
+    assert lineage.checkpoint.mlflow_run_id == pretrain_run.info.run_id
+    [model] = client.search_model_versions("name = 'tspipe-encoder'")
+    assert (model.run_id, model.tags["sha256"]) == (pretrain_run.info.run_id, sha)
 
     # Second run: everything from the cache, nothing new in the catalog.
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
@@ -103,5 +113,5 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
     assert state == {"synth": True, "ingest": False, "download": True, "decode": True,
-                     "gvf": True, "extract": True, "evaluate": True}
+                     "gvf": True, "pretrain": True, "extract": True, "evaluate": True}
     assert (root / "data/annotations/annotations.json").exists()

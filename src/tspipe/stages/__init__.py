@@ -134,6 +134,35 @@ STAGES["gvf"] = Stage(
     enabled=lambda params: params.gvf.enabled,
 )
 
+def _run_pretrain(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
+    from tspipe.stages.pretrain import run
+
+    return run(params, paths, reporter)
+
+
+def _pretrain_inputs(params: Params, paths: RunPaths) -> list[Path]:
+    from tspipe.stages.pretrain import _inputs
+
+    return [paths.groundtruth_table, paths.decode_report, paths.annotations,
+            *(p for p in _inputs(params, paths) if p is not None)]
+
+
+STAGES["pretrain"] = Stage(
+    name="pretrain",
+    help="TSP (or TAC) fine-tuning of the encoder on the segments; extraction's weights.",
+    sections=("pretrain", "clip"),
+    run_whole=_run_pretrain,
+    inputs=_pretrain_inputs,
+    outputs=lambda params, paths: [paths.model_dir("pretrain"), paths.metrics("pretrain"),
+                                   paths.plot("pretrain", "epochs"),
+                                   paths.plot("pretrain", "steps")],
+    code=("tspipe.stages.pretrain", *(f"tspipe.pretrain.{m}" for m in (
+        "train", "samples", "dataset", "loss", "optim", "model", "metrics", "state",
+        "distributed", "report")), "tspipe.extract.preprocess", "tspipe.data.clip_sampler",
+          "tspipe.models.checkpoints"),
+    enabled=lambda params: params.pretrain.enabled,
+)
+
 STAGES["extract"] = Stage(
     name="extract",
     help="Clip features of every decoded video: versioned HDF5 shards, exports, catalog.",

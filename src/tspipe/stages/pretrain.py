@@ -1,0 +1,153 @@
+"""Stage ``pretrain``: TSP (or TAC) fine-tuning of the encoder that extraction then uses.
+
+Reads the decode stage's ground-truth table and decoded videos, the ``gvf`` stage's file
+(TSP with ``use_gvf``) and ``pretrain.init_checkpoint`` (else seeded random weights, the
+CPU demo's stand-in for Kinetics), and trains with :func:`tspipe.pretrain.train`.
+Writes ``models/pretrain/`` (``checkpoint.pt``: the encoder extraction loads by default;
+``model.pt`` with its heads; ``state.pt`` to resume), ``metrics/pretrain.json``,
+``plots/pretrain_epochs.csv`` and ``plots/pretrain_steps.csv`` (DVC plots).
+
+Resume: ``models/pretrain/run.json`` holds the key of the run that owns ``state.pt``
+(params, the inputs' sha256, the code). A rerun with the same key continues that run
+(after a kill, mid-epoch), or only re-exports a finished one; any other key starts
+afresh. Multi-GPU runs go through ``torchrun -m tspipe.pretrain`` (same outputs).
+
+The door logs the per-step loss and learning rates and the per-epoch validation
+metrics to the stage's MLflow run, the encoder as an artifact and a version of the
+registered model ``tspipe-encoder`` tagged with the dataset, the mode, the GVF source and
+the sha256; the recorder registers the checkpoint in the catalog (origin ``pretrain``,
+its parent, the dataset, the params).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tspipe import __version__
+from tspipe.config import Params
+from tspipe.io import atomic_write_json, sha256_file, sha256_json, source_hash
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import result_dict
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "tspipe-encoder"
+CODE = ("tspipe.stages.pretrain", "tspipe.pretrain.train", "tspipe.pretrain.samples",
+        "tspipe.pretrain.dataset", "tspipe.pretrain.loss", "tspipe.pretrain.optim",
+        "tspipe.pretrain.model", "tspipe.pretrain.metrics", "tspipe.pretrain.state")
+
+
+@dataclass(frozen=True)
+class PretrainStageResult:
+    checkpoint: Path  # the encoder (backbone) extraction loads
+    model: Path  # with its heads
+    checkpoint_sha256: str
+    encoder: str
+    mode: str
+    dataset: str
+    gvf_source: str  # the GVF file's sha256, "none" without GVF
+    init_sha256: str | None  # the parent checkpoint; None: seeded random weights
+    epochs: list[dict[str, float]]
+    best_epoch: int | None
+    exported_epoch: int
+    counts: dict[str, int]
+    steps_per_epoch: int
+    resumed_from: dict[str, int] | None
+    figures: list[Path] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        row = next((r for r in self.epochs if r["epoch"] == self.exported_epoch), {})
+        out = {k: float(v) for k, v in row.items()}
+        out["best_epoch"] = float(self.best_epoch or 0)
+        out.update({f"count_{k}": float(v) for k, v in self.counts.items()})
+        return out
+
+    def tags(self) -> dict[str, str]:
+        return {"tspipe.checkpoint_sha256": self.checkpoint_sha256,
+                "tspipe.pretrain_mode": self.mode, "tspipe.gvf_source": self.gvf_source}
+
+    def artifacts(self) -> list[Path]:
+        return [*self.figures]
+
+    def registered_models(self) -> list[tuple[str, Path, dict[str, str]]]:
+        """(name, file, tags): a version of ``tspipe-encoder`` per training."""
+        return [(REGISTERED_MODEL, self.checkpoint, {
+            "dataset": self.dataset, "mode": self.mode, "encoder": self.encoder,
+            "gvf_source": self.gvf_source, "sha256": self.checkpoint_sha256,
+            "exported_epoch": str(self.exported_epoch)})]
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def _inputs(params: Params, paths: RunPaths) -> tuple[Path | None, Path | None]:
+    cfg = params.pretrain
+    gvf = paths.gvf_file if cfg.mode == "tsp" and cfg.use_gvf else None
+    init = paths.resolve(cfg.init_checkpoint) if cfg.init_checkpoint else None
+    return gvf, init
+
+
+def run_key(params: Params, paths: RunPaths) -> str:
+    """What decides the run's numbers: params, inputs' content, code."""
+    gvf, init = _inputs(params, paths)
+    files = {"groundtruth": paths.groundtruth_table, "decode_report": paths.decode_report,
+             "gvf": gvf, "init": init}
+    return sha256_json({
+        "params": {s: getattr(params, s).model_dump(mode="json") for s in ("pretrain", "clip")},
+        "files": {k: sha256_file(p) if p is not None and p.exists() else None
+                  for k, p in files.items()},
+        "code": source_hash(CODE, version=__version__)})
+
+
+def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageResult:
+    from tspipe.data.annotations import read_activitynet
+    from tspipe.pretrain import StepLog, train, write_reports
+    from tspipe.stages.encoder_runs import decoded_videos
+
+    cfg = params.pretrain
+    out_dir = paths.model_dir("pretrain")
+    gvf, init = _inputs(params, paths)
+    key = run_key(params, paths)
+    marker = out_dir / "run.json"
+    resume = marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key
+    if not resume and out_dir.exists():
+        log.info("pretrain: inputs or settings changed since %s; starting afresh", out_dir)
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"key": key})
+    ann = read_activitynet(paths.annotations)
+
+    steps = StepLog()
+
+    def on_metrics(step: int, metrics: dict[str, float]) -> None:
+        steps(step, metrics)
+        for k, v in metrics.items():
+            reporter.metric(k, v, step)
+
+    result = train(cfg, params.clip, groundtruth=paths.groundtruth_table,
+                   videos={v.video_id: v.path for v in decoded_videos(paths)},
+                   out_dir=out_dir, gvf=gvf, init_checkpoint=init,
+                   num_classes=len(ann.classes) if ann.classes else None,
+                   resume=resume, on_metrics=on_metrics, reporter=reporter)
+    epochs_csv, steps_csv = paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")
+    write_reports(result, paths.metrics("pretrain"), epochs_csv, steps=steps,
+                  steps_path=steps_csv if steps.rows or not steps_csv.exists() else None)
+    last = result.epochs[-1] if result.epochs else {}
+    reporter.message(
+        f"pretrain: {cfg.mode} {cfg.encoder}, {len(result.epochs)} epochs, exported epoch "
+        f"{result.exported_epoch}; " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
+                                                 if k.startswith("valid_")))
+    return PretrainStageResult(
+        checkpoint=result.encoder_checkpoint, model=result.model_checkpoint,
+        checkpoint_sha256=result.encoder_sha256, encoder=cfg.encoder, mode=cfg.mode,
+        dataset=params.dataset.name, gvf_source=sha256_file(gvf) if gvf else "none",
+        init_sha256=result.init_sha256, epochs=result.epochs, best_epoch=result.best_epoch,
+        exported_epoch=result.exported_epoch, counts=result.counts,
+        steps_per_epoch=result.steps_per_epoch, resumed_from=result.resumed_from,
+        figures=[epochs_csv])

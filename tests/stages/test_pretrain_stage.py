@@ -1,0 +1,115 @@
+"""The pretrain stage through its door on tiny SynthActions: the encoder extraction loads,
+metrics and plots, the catalog's checkpoint lineage, the MLflow run and its registered
+model version; a rerun resumes the finished run, a changed param starts afresh, and
+extraction then reads the trained encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from stage_helpers import write_params
+
+from tspipe.catalog import Catalog
+from tspipe.config import load_params
+from tspipe.extract.cli import load_encoder
+from tspipe.io import sha256_file
+from tspipe.paths import RunPaths
+from tspipe.reporting import NullReporter
+from tspipe.runner import run_stage
+
+pytestmark = pytest.mark.slow
+
+TINY = {"videos": 4, "classes": 2, "seed": 2, "min_duration": 20.0, "max_duration": 24.0,
+        "fps": 10, "width": 64, "height": 48, "min_instances": 1, "max_instances": 2,
+        "min_action": 3.0, "max_action": 6.0}
+PRETRAIN = {"epochs": 2, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
+            "warmup_epochs": 1, "lr_milestones": [2]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_pretrain_stage_trains_records_and_feeds_extraction(tmp_path, repo_root):
+    from mlflow import MlflowClient
+
+    root = tmp_path / "run"
+    root.mkdir()
+    sections = dict(synth=TINY, gvf={"workers": 0, "batch_size": 16},
+                    extract={"workers": 0, "batch_size": 16}, pretrain=PRETRAIN)
+    write_params(root, repo_root, **sections)
+    params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    for stage in ("synth", "ingest", "download", "decode", "gvf"):
+        run_stage(stage, params, paths, NullReporter(), track=False)
+    outcome = run_stage("pretrain", params, paths, NullReporter())
+    result = outcome.result
+
+    ckpt = paths.pretrain_checkpoint
+    assert result.checkpoint == ckpt and result.checkpoint_sha256 == sha256_file(ckpt)
+    assert result.gvf_source == sha256_file(paths.gvf_file) and result.mode == "tsp"
+    assert result.init_sha256 is None  # seeded random weights
+    loaded = load_encoder("r2plus1d_tiny", ckpt)
+    assert loaded.checkpoint_sha256 == result.checkpoint_sha256
+    with torch.inference_mode():
+        assert loaded.model(torch.zeros(1, 3, 16, 64, 64)).shape == (1, 128)
+    assert [r["epoch"] for r in result.epochs] == [1, 2]
+    metrics = json.loads(paths.metrics("pretrain").read_text())
+    assert metrics == pytest.approx(result.metrics(), nan_ok=True)
+    assert 0.0 <= metrics["valid_action_acc"] <= 1.0 and metrics["train_loss"] > 0
+    with open(paths.plot("pretrain", "epochs"), newline="") as fh:
+        assert [int(float(r["epoch"])) for r in csv.DictReader(fh)] == [1, 2]
+    with open(paths.plot("pretrain", "steps"), newline="") as fh:
+        steps = list(csv.DictReader(fh))
+    assert len(steps) == 2 * result.steps_per_epoch
+    assert all(float(r["loss"]) > 0 for r in steps)
+
+    # Catalog: a pretrain checkpoint without parent (random init), on this dataset.
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        [row] = [c for c in cat.checkpoints() if c.sha256 == result.checkpoint_sha256]
+        [dataset] = cat.datasets()
+    assert (row.origin, row.arch, row.parent_sha256) == ("pretrain", "r2plus1d_tiny", None)
+    assert row.dataset_id == dataset.id and row.mlflow_run_id == outcome.mlflow_run_id
+    assert row.params["pretrain"]["epochs"] == 2 and row.params["random_init_seed"] == 0
+
+    # MLflow: per-step loss, the epoch metrics, one registered version with its tags.
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    history = client.get_metric_history(outcome.mlflow_run_id, "train/loss")
+    assert [m.value for m in history] == pytest.approx([float(r["loss"]) for r in steps])
+    [version] = client.search_model_versions("name = 'tspipe-encoder'")
+    assert version.run_id == outcome.mlflow_run_id
+    assert version.tags["sha256"] == result.checkpoint_sha256
+    assert (version.tags["mode"], version.tags["dataset"]) == ("tsp", "synthactions")
+
+    # Same inputs: the finished run is resumed (re-exported), nothing retrained or re-registered.
+    state_mtime = (paths.model_dir("pretrain") / "state.pt").stat().st_mtime_ns
+    again = run_stage("pretrain", params, paths, NullReporter()).result
+    assert again.checkpoint_sha256 == result.checkpoint_sha256
+    assert again.resumed_from == {"epoch": 2, "step": 0}
+    assert (paths.model_dir("pretrain") / "state.pt").stat().st_mtime_ns == state_mtime
+    assert len(client.search_model_versions("name = 'tspipe-encoder'")) == 1
+
+    # Extraction's default weights are now the trained encoder, recorded with its lineage.
+    extract = run_stage("extract", params, paths, NullReporter(), track=False).result
+    assert extract.checkpoint_sha256 == result.checkpoint_sha256
+    assert extract.checkpoint_origin == "pretrain"
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        lineage = cat.show(extract.feature_version)
+    assert lineage.checkpoint.sha256 == result.checkpoint_sha256
+    assert lineage.checkpoint.origin == "pretrain"
+
+    # A changed param: the old state is not resumed; a new encoder is trained.
+    # (With export_epoch "best", 1 epoch could export the same weights as 2; a new seed
+    # cannot.)
+    write_params(root, repo_root, **{**sections, "pretrain": {**PRETRAIN, "epochs": 1,
+                                                              "seed": 1}})
+    params = load_params(root / "params.yaml")
+    third = run_stage("pretrain", params, paths, NullReporter(), track=False).result
+    assert third.resumed_from is None and [r["epoch"] for r in third.epochs] == [1]
+    assert third.checkpoint_sha256 != result.checkpoint_sha256
