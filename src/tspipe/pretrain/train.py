@@ -90,15 +90,20 @@ class PretrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """The exported epoch's row, the best epoch and the counts, flat."""
-        row = next((r for r in self.epochs if r["epoch"] == self.exported_epoch), {})
-        out = {k: float(v) for k, v in row.items()}
-        out["best_epoch"] = float(self.best_epoch or 0)
-        out.update({f"count_{k}": float(v) for k, v in self.counts.items()})
-        return out
+        return flat_metrics(self)
 
     def to_dict(self) -> dict[str, Any]:
         return result_dict(self)
+
+
+def flat_metrics(result: Any) -> dict[str, float]:
+    """The exported epoch's row, the best epoch and the counts of a result with
+    ``epochs``, ``exported_epoch``, ``best_epoch`` and ``counts``, flat."""
+    row = next((r for r in result.epochs if r["epoch"] == result.exported_epoch), {})
+    out = {k: float(v) for k, v in row.items()}
+    out["best_epoch"] = float(result.best_epoch or 0)
+    out.update({f"count_{k}": float(v) for k, v in result.counts.items()})
+    return out
 
 
 def train(cfg: PretrainConfig, clip: ClipConfig, *, groundtruth: Path,

@@ -62,11 +62,9 @@ class PretrainStageResult:
     figures: list[Path] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        row = next((r for r in self.epochs if r["epoch"] == self.exported_epoch), {})
-        out = {k: float(v) for k, v in row.items()}
-        out["best_epoch"] = float(self.best_epoch or 0)
-        out.update({f"count_{k}": float(v) for k, v in self.counts.items()})
-        return out
+        from tspipe.pretrain.train import flat_metrics
+
+        return flat_metrics(self)
 
     def tags(self) -> dict[str, str]:
         return {"tspipe.checkpoint_sha256": self.checkpoint_sha256,
