@@ -67,19 +67,26 @@ def run(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
 ) -> None:
-    """Run the whole pipeline as a Prefect flow (local runs need no server)."""
+    """Run the whole pipeline as a Prefect flow (local runs need no server); prints each
+    stage run and the comparison table."""
     from tspipe.flows.pipeline import tspipe_pipeline
+    from tspipe.paths import RunPaths
 
     summary = tspipe_pipeline(params_path=str(params), root=str(root))
     for row in summary["stages"]:
         state = "cached" if row["cached"] else "ran"
-        typer.echo(f"{row['stage']:>8}: {state:<6} {row['summary']}")
+        typer.echo(f"{row['stage']:>14}: {state:<6} {row['summary']}")
+    report = RunPaths.at(root).reports_dir / "compare.md"
+    if any(r["stage"] == "compare" for r in summary["stages"]) and report.exists():
+        typer.echo("\n" + report.read_text(encoding="utf-8"))
     typer.echo(f"MLflow parent run: {summary['mlflow_run_id']}")
 
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="Stage to run (see `tspipe stages`).")],
+    name: Annotated[str, typer.Argument(help="Stage to run (see `tspipe stages`); a stage "
+                                        "that runs per variant as NAME@VARIANT (e.g. "
+                                        "pretrain@tsp), or NAME for every variant in turn.")],
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
     track: Annotated[bool, typer.Option(help="Log an MLflow run.")] = True,
@@ -91,15 +98,21 @@ def stage(
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
     from tspipe.reporting import RichReporter
     from tspipe.runner import run_stage
-    from tspipe.stages import STAGES
+    from tspipe.stages import STAGES, instances
 
-    if name not in STAGES:
-        raise TspipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    stage_name = name.partition("@")[0]
+    if stage_name not in STAGES:
+        raise TspipeError(f"unknown stage {stage_name!r}; stages: {', '.join(STAGES)}")
     p, paths = _load(params, root)
-    with RichReporter() as reporter:
-        outcome = run_stage(name, p, paths, reporter, track=track,
-                            shard=None if shard is None else _parse_shard(shard))
-    typer.echo(json.dumps(outcome.result.metrics(), sort_keys=True))
+    # NAME of a per-variant stage: every enabled variant in turn.
+    per_variant = "@" not in name and STAGES[name].per_variant
+    runs = instances(p, (name,)) if per_variant else [name]
+    for inst in runs:
+        with RichReporter() as reporter:
+            outcome = run_stage(inst, p, paths, reporter, track=track,
+                                shard=None if shard is None else _parse_shard(shard))
+        metrics = json.dumps(outcome.result.metrics(), sort_keys=True)
+        typer.echo(metrics if inst == name else f"{inst}: {metrics}")
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -118,7 +131,8 @@ def stages() -> None:
     from tspipe.stages import STAGES
 
     for s in STAGES.values():
-        typer.echo(f"{s.name:<8} [{', '.join(s.sections)}]  {s.help}")
+        each = " (per variant: NAME@VARIANT)" if s.per_variant else ""
+        typer.echo(f"{s.name:<8} [{', '.join(s.sections)}]  {s.help}{each}")
 
 
 @app.command("params")

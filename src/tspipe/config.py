@@ -134,6 +134,11 @@ class ClipConfig(Section):
     crop: PosInt = 112
 
 
+# Where the `base` stage writes its encoder (RunPaths.for_variant("base").pretrain_checkpoint).
+BASE_CHECKPOINT = "models/pretrain/base/checkpoint.pt"
+VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+
+
 class PretrainConfig(Section):
     """TSP / TAC fine-tuning (``tspipe.pretrain``), the paper's recipe by default."""
 
@@ -141,7 +146,10 @@ class PretrainConfig(Section):
     mode: Literal["tsp", "tac"] = "tsp"
     # The CPU demo's tiny encoder, like gvf/extract (TSP: r2plus1d_34 from Kinetics).
     encoder: str = "r2plus1d_tiny"
-    init_checkpoint: str | None = None
+    # The weights fine-tuning starts from. The demo's: the `base` stage's output (a
+    # from-scratch TAC pretraining in Kinetics' role); real runs: Kinetics weights.
+    # None: seeded random weights.
+    init_checkpoint: str | None = BASE_CHECKPOINT
     use_gvf: bool = True
     clips_per_segment: PosInt = 5
     epochs: PosInt = 8
@@ -286,6 +294,64 @@ class CatalogConfig(Section):
         return v
 
 
+def _merged(section: Section, overrides: Mapping[str, Any], where: str) -> Any:
+    """``section`` with ``overrides`` applied, validated as the section itself."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **overrides})
+    except ValidationError as err:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(section)'}: {e['msg']}"
+                         for e in err.errors())
+        raise ValueError(f"{where}: {msgs}") from None
+
+
+class BaseConfig(Section):
+    """Stage ``base``: a pretraining from seeded random weights that plays Kinetics' role
+    where no Kinetics checkpoint is at hand (the CPU demo). It trains with the
+    ``pretrain:`` section updated by ``pretrain`` below (init_checkpoint None unless set
+    there) and writes ``models/pretrain/base/``; the GVF and every variant's fine-tune
+    start from it through ``pretrain.init_checkpoint``. Real runs: ``enabled: false`` and
+    ``pretrain.init_checkpoint`` naming the Kinetics weights."""
+
+    enabled: bool = True
+    # Kinetics' role: action classification only (TAC), no GVF (there is none yet), and a
+    # learning rate for training from scratch rather than for fine-tuning.
+    pretrain: dict[str, Any] = {"mode": "tac", "use_gvf": False, "epochs": 8,
+                                "lr_backbone": 0.02, "lr_heads": 0.02, "warmup_epochs": 1,
+                                "lr_milestones": [6], "lr_gamma": 0.1}
+
+
+class VariantConfig(Section):
+    """One feature version of the comparison: overrides of ``pretrain`` and ``extract``."""
+
+    pretrain: dict[str, Any] = {}
+    extract: dict[str, Any] = {}
+
+
+class CompareConfig(Section):
+    """Feature versions made side by side. Every variant runs pretrain -> extract ->
+    evaluate with its overrides into its own folders (models/pretrain/<name>,
+    features/<name>, results/<name>, metrics/<name>, plots/<name>); the ``compare`` stage
+    tabulates their localization metrics. The paper's comparison is TSP against TAC."""
+
+    variants: dict[str, VariantConfig] = {
+        "tsp": VariantConfig(pretrain={"mode": "tsp"}),
+        "tac": VariantConfig(pretrain={"mode": "tac", "use_gvf": False}),
+    }
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, v: dict[str, VariantConfig]) -> dict[str, VariantConfig]:
+        import re
+
+        if not v:
+            raise ValueError("name at least one variant (e.g. tsp: {pretrain: {mode: tsp}})")
+        for name in v:
+            if name == "base" or not re.match(VARIANT_NAME, name):
+                raise ValueError(f"variant name {name!r}: letters, digits, _ and -, at most "
+                                 "64, not 'base' (the base stage's folder)")
+        return v
+
+
 class Params(Section):
     dataset: DatasetConfig = DatasetConfig()
     synth: SynthConfig = SynthConfig()
@@ -296,8 +362,39 @@ class Params(Section):
     gvf: GvfConfig = GvfConfig()
     extract: ExtractConfig = ExtractConfig()
     localize: LocalizeConfig = LocalizeConfig()
+    base: BaseConfig = BaseConfig()
+    compare: CompareConfig = CompareConfig()
     tracking: TrackingConfig = TrackingConfig()
     catalog: CatalogConfig = CatalogConfig()
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> Params:
+        self.for_base()
+        for name in self.compare.variants:
+            self.for_variant(name)
+        return self
+
+    def for_base(self) -> Params:
+        """The params the ``base`` stage trains with: ``pretrain`` updated by ``base.pretrain``."""
+        cfg = _merged(self.pretrain, {"init_checkpoint": None, **self.base.pretrain},
+                      "base.pretrain")
+        if cfg.init_checkpoint == BASE_CHECKPOINT:
+            raise ValueError("base.pretrain.init_checkpoint: the base cannot start from its "
+                             "own output")
+        if cfg.mode == "tsp" and cfg.use_gvf:
+            raise ValueError("base.pretrain: mode tsp with use_gvf needs a GVF, and the GVF "
+                             "is made from the base's output; set use_gvf: false")
+        return self.model_copy(update={"pretrain": cfg})
+
+    def for_variant(self, name: str) -> Params:
+        """The params of variant ``name``: ``pretrain`` and ``extract`` with its overrides."""
+        if name not in self.compare.variants:
+            raise ValueError(f"no variant {name!r} in compare.variants "
+                             f"({', '.join(self.compare.variants)})")
+        v = self.compare.variants[name]
+        return self.model_copy(update={
+            "pretrain": _merged(self.pretrain, v.pretrain, f"compare.variants.{name}.pretrain"),
+            "extract": _merged(self.extract, v.extract, f"compare.variants.{name}.extract")})
 
     def section_hash(self, *names: str) -> str:
         """Content hash of the named sections (what a stage reads), for caches and lineage."""

@@ -3,10 +3,16 @@
 All outputs live under ``root`` (the project folder by default), tracked by DVC:
 ``data/``, ``models/``, ``features/``, ``results/``, ``metrics/``, ``plots/``. State that is
 not a product (Prefect's result cache) lives in ``.tspipe/``.
+
+A variant's paths (:meth:`RunPaths.for_variant`: the ``compare.variants`` of params.yaml, and
+``base``) keep the shared data (``data/``) and put its products one folder down:
+``models/pretrain/<variant>/``, ``features/<variant>/``, ``results/<variant>/``,
+``metrics/<variant>/``, ``plots/<variant>/``. Stages never know which variant they run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,15 @@ from tspipe.io import safe_id
 @dataclass(frozen=True)
 class RunPaths:
     root: Path
+    variant: str | None = None
+
+    def for_variant(self, name: str | None) -> RunPaths:
+        """The same run directory, with products under the variant's folders."""
+        return dataclasses.replace(
+            self, variant=None if name is None else safe_id(name, what="variant name"))
+
+    def _scoped(self, folder: Path) -> Path:
+        return folder if self.variant is None else folder / self.variant
 
     @classmethod
     def at(cls, root: str | Path = ".") -> RunPaths:
@@ -88,7 +103,7 @@ class RunPaths:
 
     # -- products --------------------------------------------------------------------
     def model_dir(self, run: str) -> Path:
-        return self.root / "models" / safe_id(run, what="run name")
+        return self._scoped(self.root / "models" / safe_id(run, what="run name"))
 
     @property
     def pretrain_checkpoint(self) -> Path:
@@ -97,7 +112,7 @@ class RunPaths:
 
     @property
     def features_root(self) -> Path:
-        return self.root / "features"
+        return self._scoped(self.root / "features")
 
     def features_dir(self, version: str) -> Path:
         return self.features_root / safe_id(version, what="feature version")
@@ -116,23 +131,32 @@ class RunPaths:
         """The global video features TSP training reads (its released format)."""
         return self.gvf_root / "gvf.h5"
 
+    @property
+    def results_root(self) -> Path:
+        return self._scoped(self.root / "results")
+
     def results_dir(self, version: str, method: str) -> Path:
-        return (self.root / "results" / safe_id(version, what="feature version")
+        return (self.results_root / safe_id(version, what="feature version")
                 / safe_id(method, what="method"))
 
     @property
     def metrics_dir(self) -> Path:
-        return self.root / "metrics"
+        return self._scoped(self.root / "metrics")
 
     def metrics(self, stage: str) -> Path:
         return self.metrics_dir / f"{safe_id(stage, what='stage')}.json"
 
     @property
     def plots_dir(self) -> Path:
-        return self.root / "plots"
+        return self._scoped(self.root / "plots")
 
     def plot(self, stage: str, name: str, ext: str = ".csv") -> Path:
         return self.plots_dir / f"{safe_id(stage, what='stage')}_{safe_id(name, what='plot')}{ext}"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Human-readable summaries (the comparison table): never variant-scoped."""
+        return self.root / "reports"
 
     # -- state -----------------------------------------------------------------------
     @property

@@ -15,10 +15,11 @@ from typing import Any
 from tspipe.config import Params
 from tspipe.paths import RunPaths
 from tspipe.reporting import MultiReporter, Reporter
-from tspipe.stages import STAGES
+from tspipe.stages import STAGES, bind
 from tspipe.tracking import (
     TAG_KIND,
     TAG_STAGE,
+    TAG_VARIANT,
     MlflowReporter,
     TrackedRun,
     Tracker,
@@ -40,14 +41,18 @@ class StageOutcome:
 def stage_run(tracker: Tracker | None, name: str, params: Params, *,
               parent_id: str | None = None, tags: Mapping[str, str] | None = None
               ) -> Iterator[TrackedRun]:
-    """The (nested) MLflow run of one stage, or a no-op handle when tracking is off."""
+    """The (nested) MLflow run of one stage run (``name``: ``NAME`` or ``NAME@VARIANT``,
+    ``params`` bound to it by :func:`tspipe.stages.bind`), or a no-op handle when
+    tracking is off."""
     if tracker is None:
         yield TrackedRun(None, None)
         return
-    stage = STAGES[name]
+    stage_name, _, variant = name.partition("@")
+    stage = STAGES[stage_name]
     run_params = {s: getattr(params, s).model_dump(mode="json") for s in stage.sections}
     all_tags = {**tracker.base_tags(params), **tracker.dvc_tag(name), TAG_KIND: "stage",
-                TAG_STAGE: name, **(tags or {})}
+                TAG_STAGE: stage_name, **({TAG_VARIANT: variant} if variant else {}),
+                **(tags or {})}
     with tracker.run(name, params=run_params, tags=all_tags, parent_id=parent_id) as run:
         yield run
 
@@ -66,12 +71,14 @@ def pipeline_run(tracker: Tracker | None, params: Params,
 
 def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, paths: RunPaths,
                    *, cached: bool = False) -> None:
-    """Log the stage's result to its MLflow run and register it in the catalog."""
+    """Log the stage's result to its MLflow run and register it in the catalog
+    (``params`` and ``paths`` bound to the stage run ``name``)."""
     from tspipe.recording import record
     from tspipe.stages import PartialRun
 
+    stage = STAGES[name.partition("@")[0]]
     run.log_metrics(result.metrics())
-    run.log_dict(result.to_dict(), f"{name}_result.json")
+    run.log_dict(result.to_dict(), f"{stage.name}_result.json")
     run.set_tags({"tspipe.cached": str(cached).lower(), **getattr(result, "tags", dict)()})
     for path in getattr(result, "artifacts", list)():
         run.log_artifact(path)
@@ -79,16 +86,17 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
         run.register_model(model, path, tags)
     if isinstance(result, PartialRun):
         return  # other shards still to run: the run that finalizes records it
-    record(name, result, params, paths, mlflow_run_id=run.run_id)
+    record(stage.record_as or stage.name, result, params, paths, mlflow_run_id=run.run_id)
 
 
 def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
               track: bool = True, parent_id: str | None = None,
               tags: Mapping[str, str] | None = None,
               shard: tuple[int, int] | None = None) -> StageOutcome:
-    """Run stage ``name`` now (no cache), log it to MLflow and record it in the catalog.
-    ``shard=(i, n)``: only shard ``i`` of ``n`` (see :meth:`Batching.run_all`)."""
-    stage = STAGES[name]
+    """Run stage ``name`` (``NAME`` or ``NAME@VARIANT``) now (no cache), log it to
+    MLflow and record it in the catalog. ``shard=(i, n)``: only shard ``i`` of ``n`` (see
+    :meth:`Batching.run_all`)."""
+    stage, params, paths = bind(name, params, paths)
     tracker = make_tracker(params, paths) if track else None
     with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
         result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)), shard)

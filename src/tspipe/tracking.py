@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TAG_KIND = "tspipe.kind"  # "pipeline" or "stage"
 TAG_STAGE = "tspipe.stage"
+TAG_VARIANT = "tspipe.variant"  # the compare.variants entry a stage run belongs to
 TAG_PARAMS_HASH = "tspipe.params_hash"
 TAG_GIT = "tspipe.git_commit"
 TAG_FLOW_RUN = "tspipe.prefect_flow_run_id"

@@ -21,6 +21,8 @@ TINY_LOCALIZE = {"temporal_scale": 16, "epochs": 2}
 # One epoch of one clip per segment, in the test process.
 TINY_PRETRAIN = {"epochs": 1, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
                  "warmup_epochs": 0, "lr_milestones": [1]}
+# The base stage's own recipe, cut to one epoch as well (its other overrides stay).
+TINY_BASE = {"epochs": 1, "warmup_epochs": 0, "lr_milestones": [1]}
 
 
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
@@ -30,6 +32,7 @@ def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
     raw["extract"].update(TINY_ENCODER_RUN)
     raw["localize"].update(TINY_LOCALIZE)
     raw["pretrain"].update(TINY_PRETRAIN)
+    raw["base"]["pretrain"].update(TINY_BASE)
     for section, values in overrides.items():
         raw[section].update(values)
     path = root / "params.yaml"

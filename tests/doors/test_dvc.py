@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tspipe.stages import STAGES
+from tspipe.config import load_params
+from tspipe.stages import STAGES, instances
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
     assert len(ann["database"]) == 3
     assert json.loads((root / "metrics/ingest.json").read_text())["videos"] == 3.0
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(STAGES)
+    assert set(lock["stages"]) == set(instances(load_params(root / "params.yaml")))
     manifest = json.loads((root / "data/manifest/downloads.json").read_text())
     assert [e["status"] for e in manifest["videos"]] == ["ok"] * 3
     decode = json.loads((root / "metrics/decode.json").read_text())
@@ -80,8 +81,16 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
     assert list(spec) == list(STAGES)
     for name, stage in STAGES.items():
         entry = spec[name]
-        assert entry["cmd"] == f"tspipe stage {name}"
-        assert entry["params"] == [*stage.sections, *stage.extra_params], name
+        params = [*stage.sections, *stage.extra_params]
+        if stage.per_variant:  # DVC's foreach: one stage NAME@VARIANT per variant
+            assert entry["foreach"] == "${compare.variants}", name
+            entry = entry["do"]
+            assert entry["cmd"] == f"tspipe stage {name}@${{key}}"
+            if {"pretrain", "extract"} & set(stage.sections):  # what variants override
+                params.append("compare.variants.${key}")
+        else:
+            assert entry["cmd"] == f"tspipe stage {name}"
+        assert entry["params"] == params, name
         deps = entry["deps"]
         for module in stage.code:
             rel = "src/" + module.replace(".", "/")
@@ -100,12 +109,15 @@ def test_prefect_flow_and_dvc_agree(dvc_project):
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
     # The catalog's feature version names the DVC state of features/ that holds it.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    [out] = [o for o in lock["stages"]["extract"]["outs"] if o["path"] == "features"]
     from tspipe.catalog import Catalog
 
-    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
-        [version] = cat.list_feature_versions()
-    assert version.dvc_md5 == out["md5"] and out["md5"].endswith(".dir")
+    for variant in ("tsp", "tac"):
+        [out] = [o for o in lock["stages"][f"extract@{variant}"]["outs"]
+                 if o["path"] == f"features/{variant}"]
+        current = json.loads((root / f"features/{variant}/current.json").read_text())
+        with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+            version = cat.show(current["feature_version"]).feature
+        assert version.dvc_md5 == out["md5"] and out["md5"].endswith(".dir")
     assert "Running stage" not in dvc(root, "repro").stdout
     dvc(root, "push")
     remote = root / ".dvc-remote"

@@ -20,11 +20,14 @@ def _runs(root):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
+RUNS = ["synth", "ingest", "download", "decode", "base", "gvf", "pretrain@tsp", "pretrain@tac",
+        "extract@tsp", "extract@tac", "evaluate@tsp", "evaluate@tac", "compare"]
+
+
 def test_pipeline_flow_end_to_end_then_cached(run_dir):
     root = run_dir
     summary = tspipe_pipeline(params_path="params.yaml", root=str(root))
-    assert [r["stage"] for r in summary["stages"]] == [
-        "synth", "ingest", "download", "decode", "gvf", "pretrain", "extract", "evaluate"]
+    assert [r["stage"] for r in summary["stages"]] == RUNS
     assert not any(r["cached"] for r in summary["stages"])
 
     videos = sorted((root / "data/synth/videos").glob("*.mp4"))
@@ -40,13 +43,20 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     parent = [r for r in runs if r.data.tags.get("tspipe.kind") == "pipeline"]
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert sorted(r.data.tags["tspipe.stage"] for r in children) == [
-        "decode", "download", "evaluate", "extract", "gvf", "ingest", "pretrain", "synth"]
-    ingest_run = next(r for r in children if r.data.tags["tspipe.stage"] == "ingest")
+    assert sorted(r.info.run_name for r in children) == sorted(RUNS)
+    by_name = {r.info.run_name: r for r in children}
+    assert {(r.data.tags["tspipe.stage"], r.data.tags.get("tspipe.variant"))
+            for r in children if "@" in r.info.run_name} == {
+        (s, v) for s in ("pretrain", "extract", "evaluate") for v in ("tsp", "tac")}
+    ingest_run = by_name["ingest"]
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
     assert ingest_run.data.tags["tspipe.prefect_flow_run_id"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    # A variant's run logs its own params: the overrides applied.
+    assert by_name["pretrain@tac"].data.params["pretrain.mode"] == "tac"
+    assert by_name["pretrain@tsp"].data.params["pretrain.mode"] == "tsp"
+    assert by_name["base"].data.params["pretrain.init_checkpoint"] == "None"
 
     url = f"sqlite:///{root / 'catalog.db'}"
     with Catalog(url) as cat:
@@ -58,46 +68,74 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         assert all(v.duration and v.duration >= 20.0 and v.fps == 30.0 for v in rows)
         assert all(v.sha256 == json.loads((root / "data/synth/synth_manifest.json").read_text())
                    ["videos"][v.video_id]["sha256"] for v in rows)
-    decode_run = next(r for r in children if r.data.tags["tspipe.stage"] == "decode")
-    assert decode_run.data.metrics["ok"] == 3.0
+    assert by_name["decode"].data.metrics["ok"] == 3.0
     assert (root / "data/clips/groundtruth.parquet").exists()
 
-    # Extraction: one feature version, complete, its id on the MLflow run and in the file.
-    current = json.loads((root / "features/current.json").read_text())
-    extract_run = next(r for r in children if r.data.tags["tspipe.stage"] == "extract")
-    assert extract_run.data.tags["tspipe.feature_version"] == current["feature_version"]
-    assert extract_run.data.metrics["ok"] == 3.0 and extract_run.data.metrics["clips"] > 0
-    with Catalog(url) as cat:
-        [version] = cat.list_feature_versions()
-        assert (version.id, version.status, version.num_videos) == (
-            current["feature_version"], "complete", 3)
-        assert version.mlflow_run_id == extract_run.info.run_id
-        assert [v.status for v in cat.feature_videos(version.id)] == ["ok"] * 3
-    # Evaluation: each method's proposal metrics in MLflow and in the catalog.
-    eval_run = next(r for r in children if r.data.tags["tspipe.stage"] == "evaluate")
-    assert eval_run.data.tags["tspipe.feature_version"] == current["feature_version"]
-    assert 0.0 <= eval_run.data.metrics["bmn.auc"] <= 1.0
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    logged = {a.path for a in client.list_artifacts(eval_run.info.run_id)}
-    assert {"evaluate_ar_an.png", "evaluate_map_tiou.png", "evaluate_losses.png"} <= logged
-    with Catalog(url) as cat:
-        best = cat.best("uniform.auc")
-        assert best is not None and best.feature.id == current["feature_version"]
-        assert best.evaluation.value == pytest.approx(eval_run.data.metrics["uniform.auc"])
-        assert best.evaluation.mlflow_run_id == eval_run.info.run_id
-    gvf_run = next(r for r in children if r.data.tags["tspipe.stage"] == "gvf")
-    assert gvf_run.data.metrics["ok"] == 3.0
+    # The base stage's encoder is what the GVF and both fine-tunes start from.
+    base_sha = by_name["base"].data.tags["tspipe.checkpoint_sha256"]
+    assert (root / "models/pretrain/base/checkpoint.pt").exists()
+    assert by_name["gvf"].data.metrics["ok"] == 3.0
     assert (root / "data/gvf/gvf.h5").exists()
-    # The features come from the pretrain stage's encoder: lineage back to its run.
-    pretrain_run = next(r for r in children if r.data.tags["tspipe.stage"] == "pretrain")
-    sha = pretrain_run.data.tags["tspipe.checkpoint_sha256"]
-    assert extract_run.data.tags["tspipe.checkpoint_sha256"] == sha
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    versions = {}
+    for variant in ("tsp", "tac"):
+        # Extraction: one feature version per variant, complete, id on the run and file.
+        current = json.loads((root / f"features/{variant}/current.json").read_text())
+        versions[variant] = current["feature_version"]
+        extract_run = by_name[f"extract@{variant}"]
+        assert extract_run.data.tags["tspipe.feature_version"] == current["feature_version"]
+        assert extract_run.data.metrics["ok"] == 3.0 and extract_run.data.metrics["clips"] > 0
+        # The features come from the variant's pretrain encoder, itself from the base's.
+        pretrain_run = by_name[f"pretrain@{variant}"]
+        sha = pretrain_run.data.tags["tspipe.checkpoint_sha256"]
+        assert pretrain_run.data.tags["tspipe.pretrain_mode"] == variant
+        assert extract_run.data.tags["tspipe.checkpoint_sha256"] == sha != base_sha
+        with Catalog(url) as cat:
+            lineage = cat.show(current["feature_version"])
+            assert (lineage.feature.status, lineage.feature.num_videos) == ("complete", 3)
+            assert lineage.feature.mlflow_run_id == extract_run.info.run_id
+            assert [v.status for v in cat.feature_videos(lineage.feature.id)] == ["ok"] * 3
+            assert (lineage.checkpoint.sha256, lineage.checkpoint.origin) == (sha, "pretrain")
+            assert lineage.checkpoint.mlflow_run_id == pretrain_run.info.run_id
+            assert lineage.checkpoint.parent_sha256 == base_sha
+            [base_row] = [c for c in cat.checkpoints() if c.sha256 == base_sha]
+            assert (base_row.origin, base_row.parent_sha256) == ("pretrain", None)
+        # Evaluation: each method's metrics in MLflow and in the catalog.
+        eval_run = by_name[f"evaluate@{variant}"]
+        assert eval_run.data.tags["tspipe.feature_version"] == current["feature_version"]
+        assert 0.0 <= eval_run.data.metrics["bmn.auc"] <= 1.0
+        logged = {a.path for a in client.list_artifacts(eval_run.info.run_id)}
+        assert {"evaluate_ar_an.png", "evaluate_map_tiou.png", "evaluate_losses.png"} <= logged
+        scores = json.loads((root / f"metrics/{variant}/localize.json").read_text())
+        assert scores["gtad"]["auc"] == pytest.approx(eval_run.data.metrics["gtad.auc"])
+    assert versions["tsp"] != versions["tac"]
     with Catalog(url) as cat:
-        lineage = cat.show(current["feature_version"])
-    assert (lineage.checkpoint.sha256, lineage.checkpoint.origin) == (sha, "pretrain")
-    assert lineage.checkpoint.mlflow_run_id == pretrain_run.info.run_id
-    [model] = client.search_model_versions("name = 'tspipe-encoder'")
-    assert (model.run_id, model.tags["sha256"]) == (pretrain_run.info.run_id, sha)
+        assert {v.id for v in cat.list_feature_versions()} == set(versions.values())
+        best = cat.best("bmn.auc")
+        assert best is not None and best.feature.id in set(versions.values())
+    models = client.search_model_versions("name = 'tspipe-encoder'")
+    assert sorted(m.tags["mode"] for m in models) == ["tac", "tac", "tsp"]  # base, tac, tsp
+    assert base_sha in {m.tags["sha256"] for m in models}
+
+    # The comparison: one row per variant and method, the numbers of each variant's
+    # metrics, as a file, on the compare run and on the pipeline's own run.
+    table = json.loads((root / "metrics/compare.json").read_text())
+    assert set(table) == {"tsp", "tac"}
+    for variant in ("tsp", "tac"):
+        scores = json.loads((root / f"metrics/{variant}/localize.json").read_text())
+        for method in ("bmn", "gtad", "uniform"):
+            assert table[variant][method]["auc"] == scores[method]["auc"]
+            assert table[variant][method]["average_map"] == scores[method]["average_map"]
+    report = (root / "reports/compare.md").read_text()
+    for variant in ("tsp", "tac"):
+        auc = table[variant]["bmn"]["auc"] * 100
+        assert f"| {variant} | {versions[variant][:12]} | bmn | {auc:.2f} |" in report
+    compare_run = by_name["compare"]
+    assert compare_run.data.metrics["tac.gtad.auc"] == pytest.approx(table["tac"]["gtad"]["auc"])
+    parent_run = client.get_run(parent[0].info.run_id)
+    assert parent_run.data.metrics["compare.tsp.bmn.auc"] == pytest.approx(
+        table["tsp"]["bmn"]["auc"])
+    assert "compare.md" in {a.path for a in client.list_artifacts(parent[0].info.run_id)}
 
     # Second run: everything from the cache, nothing new in the catalog.
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
@@ -105,13 +143,14 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     with Catalog(url) as cat:
         assert len(cat.datasets()) == 1
         assert len(cat.videos()) == 3
-        assert len(cat.list_feature_versions()) == 1
+        assert len(cat.list_feature_versions()) == 2
     assert len([r for r in _runs(root) if r.data.tags.get("tspipe.kind") == "pipeline"]) == 2
 
-    # A deleted output is rebuilt, not served stale from the cache.
+    # A deleted output is rebuilt, not served stale from the cache; a variant's output
+    # only reruns that variant's stage.
     (root / "data/annotations/annotations.json").unlink()
+    (root / "metrics/tac/localize.json").unlink()
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
-    assert state == {"synth": True, "ingest": False, "download": True, "decode": True,
-                     "gvf": True, "pretrain": True, "extract": True, "evaluate": True}
+    assert state == {**{n: True for n in RUNS}, "ingest": False, "evaluate@tac": False}
     assert (root / "data/annotations/annotations.json").exists()

@@ -20,6 +20,8 @@ from tspipe.runner import run_stage
 
 pytestmark = pytest.mark.slow
 
+VARIANT = "main"
+
 
 def set_extract(root, **values):
     raw = yaml.safe_load((root / "params.yaml").read_text())
@@ -27,8 +29,19 @@ def set_extract(root, **values):
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def one_variant(root):
+    """One variant without overrides and no base stage: extraction from seeded random
+    weights, as this test needs nothing trained."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["compare"] = {"variants": {VARIANT: {}}}
+    raw["base"]["enabled"] = False
+    raw["pretrain"]["init_checkpoint"] = None
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def test_three_shards_on_ray_equal_one_process(run_dir, tmp_path):
     root = run_dir
+    one_variant(root)
     set_extract(root, shard_size=1, export=["h5"])
     params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
     for stage in ("synth", "ingest", "download", "decode"):
@@ -36,15 +49,17 @@ def test_three_shards_on_ray_equal_one_process(run_dir, tmp_path):
     ray_root = tmp_path / "ray-run"
     shutil.copytree(root, ray_root)
 
-    single = run_stage("extract", params, paths, NullReporter(), track=False).result
+    single = run_stage(f"extract@{VARIANT}", params, paths, NullReporter(),
+                       track=False).result
     assert single.shards == 3
 
     set_extract(ray_root, runner="ray", ray_cpus_per_shard=1)
     from tspipe.flows.stages import STAGE_FLOWS
 
-    summary = STAGE_FLOWS["extract"](params_path="params.yaml", root=str(ray_root))
+    summary = STAGE_FLOWS["extract"](params_path="params.yaml", root=str(ray_root),
+                                     variant=VARIANT)
     assert summary["metrics"]["shards"] == 3.0 and summary["metrics"]["ok"] == 3.0
-    folder = ray_root / "features" / single.feature_version  # same inputs, same id
+    folder = ray_root / "features" / VARIANT / single.feature_version  # same inputs, same id
     reports = [json.loads(p.read_text()) for p in sorted(folder.glob("shard-*.json"))]
     assert len(reports) == 3
     # The shards ran in Ray's worker processes, not in this one.

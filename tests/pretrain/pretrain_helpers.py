@@ -72,6 +72,9 @@ def make_synth_set(root: Path) -> SynthSet:
                     list(ann.classes))
 
 
+VARIANT = "main"  # the one variant of the params files written here
+
+
 def pretrain_config(data: SynthSet, **overrides) -> PretrainConfig:
     """Small and fast: tiny encoder, 2 clips per segment, batch 8, no workers."""
     base = dict(encoder="r2plus1d_tiny", init_checkpoint=str(data.init_checkpoint),
@@ -85,6 +88,9 @@ def write_params(data: SynthSet, cfg: PretrainConfig, repo_root: Path) -> Path:
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["pretrain"] = cfg.model_dump(mode="json")
     raw["clip"] = CLIP.model_dump(mode="json")
+    # One variant without overrides, no base stage: the run is exactly ``cfg``.
+    raw["compare"] = {"variants": {VARIANT: {}}}
+    raw["base"]["enabled"] = False
     path = data.root / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -96,7 +102,7 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
 
 def make_run_dir(data: SynthSet, root: Path, cfg: PretrainConfig, repo_root: Path) -> Path:
     """A run directory of its own (decode outputs, GVF, params.yaml) over the same videos:
-    ``python -m tspipe.pretrain params.yaml root`` writes ``root/models/pretrain``."""
+    ``python -m tspipe.pretrain params.yaml root`` writes ``root/models/pretrain/main``."""
     src, dst = RunPaths.at(data.root), RunPaths.at(root)
     for a, b in ((src.groundtruth_table, dst.groundtruth_table),
                  (src.decode_report, dst.decode_report), (src.gvf_file, dst.gvf_file)):

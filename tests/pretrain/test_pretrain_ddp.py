@@ -18,6 +18,7 @@ import sys
 import pytest
 from pretrain_helpers import (
     CLIP,
+    VARIANT,
     make_run_dir,
     pretrain_config,
     state_dict_of,
@@ -48,7 +49,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(synth_set, tmp_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DDP rank 1 of 2 on cpu (gloo)" in proc.stderr
 
-    paths = RunPaths.at(root)
+    paths = RunPaths.at(root).for_variant(VARIANT)
     with paths.plot("pretrain", "steps").open() as fh:
         steps = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in steps] == [int(r["step"]) for r in single.rows] == \

@@ -14,6 +14,7 @@ import pytest
 import torch
 from pretrain_helpers import (
     CLIP,
+    VARIANT,
     SynthSet,
     make_run_dir,
     one_thread,
@@ -81,7 +82,7 @@ def test_kill_9_mid_epoch_then_resume_gives_the_same_weights(synth_set, referenc
                                                              repo_root):
     cfg = config(synth_set)
     params = make_run_dir(synth_set, tmp_path, cfg, repo_root)
-    out = RunPaths.at(tmp_path).model_dir("pretrain")
+    out = RunPaths.at(tmp_path).for_variant(VARIANT).model_dir("pretrain")
     proc = start(params, tmp_path)
     wait_for_step(proc, out / "state.pt", 2)
     proc.send_signal(signal.SIGSTOP)  # freeze it, look at what it saved, then kill it
@@ -103,7 +104,7 @@ def test_kill_9_mid_epoch_then_resume_gives_the_same_weights(synth_set, referenc
 def test_sigterm_saves_exits_and_resume_continues(synth_set, reference, tmp_path, repo_root):
     cfg = config(synth_set)
     params = make_run_dir(synth_set, tmp_path, cfg, repo_root)
-    out = RunPaths.at(tmp_path).model_dir("pretrain")
+    out = RunPaths.at(tmp_path).for_variant(VARIANT).model_dir("pretrain")
     proc = start(params, tmp_path)
     wait_for_step(proc, out / "state.pt", 1)
     proc.send_signal(signal.SIGTERM)
@@ -118,7 +119,7 @@ def test_sigterm_saves_exits_and_resume_continues(synth_set, reference, tmp_path
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, log
     assert f"resuming from {out / 'state.pt'}" in log
-    assert (tmp_path / "metrics" / "pretrain.json").exists()
+    assert (tmp_path / "metrics" / VARIANT / "pretrain.json").exists()
     got = state_dict_of(out / "model.pt")
     want = state_dict_of(reference.model_checkpoint)
     assert all(torch.equal(got[k], want[k]) for k in want), "weights differ"

@@ -13,7 +13,7 @@ from tspipe.flows.stages import STAGE_FLOWS, load
 from tspipe.paths import RunPaths
 from tspipe.provenance import find_tool
 from tspipe.runner import pipeline_run
-from tspipe.stages import PIPELINE, STAGES
+from tspipe.stages import instances
 from tspipe.tracking import TAG_FLOW_RUN, make_tracker
 
 
@@ -31,16 +31,19 @@ def dvc_commit(root: str, stages: list[str]) -> bool:
 
 
 @task(name="record-dvc-md5", retries=2, retry_delay_seconds=2)
-def record_dvc_md5(params_path: str, root: str) -> str | None:
-    """The md5 DVC now records for ``features/`` goes on the current feature version, so
-    the catalog names the DVC state that holds it (``dvc checkout`` restores it)."""
+def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
+    """The md5 DVC now records for ``features/<variant>`` goes on that variant's current
+    feature version, so the catalog names the DVC state that holds it (``dvc checkout``
+    restores it)."""
     import json
 
     from tspipe.provenance import dvc_out_md5
     from tspipe.recording import open_catalog
 
     params, paths = load(params_path, root)
-    md5 = dvc_out_md5(paths.root, "extract", "features")
+    paths = paths.for_variant(variant)
+    md5 = dvc_out_md5(paths.root, f"extract@{variant}",
+                      str(paths.features_root.relative_to(paths.root)))
     if md5 is None or not paths.features_current.exists():
         return None
     version = json.loads(paths.features_current.read_text(encoding="utf-8"))["feature_version"]
@@ -52,22 +55,33 @@ def record_dvc_md5(params_path: str, root: str) -> str | None:
 
 @flow(name="tspipe-pipeline")
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
-    """Run the pipeline: synth (if enabled) -> ingest (later: download -> decode -> ...)."""
+    """Run every enabled stage in order (synth -> ingest -> download -> decode -> base ->
+    gvf -> pretrain, extract and evaluate per variant -> compare), each a subflow with its
+    own MLflow run under the pipeline's; then record the state in dvc.lock."""
     params, paths = load(params_path, root)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
-    ran = [n for n in PIPELINE if STAGES[n].enabled(params)]
+    ran = instances(params)
     rows: list[dict[str, Any]] = []
     with pipeline_run(make_tracker(params, paths), params, tags) as parent:
-        for name in ran:
+        for inst in ran:
+            name, _, variant = inst.partition("@")
             rows.append(STAGE_FLOWS[name](params_path=params_path, root=root,
-                                          parent_run_id=parent.run_id))
+                                          parent_run_id=parent.run_id,
+                                          **({"variant": variant} if variant else {})))
         # dvc.lock describes params.yaml: another params file must not be recorded there.
         uses_default_params = paths.resolve(params_path) == paths.root / "params.yaml"
         committed = dvc_commit(root, ran) if uses_default_params else False
-        if committed and "extract" in ran:
-            record_dvc_md5(params_path, root)
+        if committed:
+            for inst in ran:
+                if inst.startswith("extract@"):
+                    record_dvc_md5(params_path, root, inst.partition("@")[2])
+        if "compare" in ran:  # the table on the pipeline's own run too
+            parent.log_artifact(paths.reports_dir / "compare.md")
+            parent.log_metrics({f"compare.{k}": v for k, v in rows[-1]["metrics"].items()})
     table = "\n".join(f"| {r['stage']} | {'cached' if r['cached'] else 'ran'} | {r['summary']} |"
                       for r in rows)
+    if "compare" in ran:
+        table += "\n\n" + (paths.reports_dir / "compare.md").read_text(encoding="utf-8")
     create_markdown_artifact(f"| stage | state | summary |\n|---|---|---|\n{table}",
                              key="tspipe-pipeline", description="tspipe pipeline run")
     return {"stages": rows, "mlflow_run_id": parent.run_id, "dvc_committed": committed}

@@ -18,13 +18,19 @@ from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
 from tspipe.runner import record_outcome, stage_run
-from tspipe.stages import STAGES, Batch
+from tspipe.stages import STAGES, Batch, Stage, bind, instances
 from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
 
 
 def load(params_path: str, root: str) -> tuple[Params, RunPaths]:
     paths = RunPaths.at(root)
     return load_params(paths.resolve(params_path)), paths
+
+
+def load_bound(params_path: str, root: str, name: str) -> tuple[Stage, Params, RunPaths]:
+    """The stage of the stage run ``name`` (``NAME`` or ``NAME@VARIANT``) and the params
+    and paths it runs with."""
+    return bind(name, *load(params_path, root))
 
 
 @dataclass
@@ -38,9 +44,8 @@ class StageInputsPolicy(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        params, paths = load(inputs["params_path"], inputs["root"])
-        stage = STAGES[inputs["name"]]
-        return f"{stage.name}-{stage.input_hash(params, paths)}"
+        stage, params, paths = load_bound(inputs["params_path"], inputs["root"], inputs["name"])
+        return f"{inputs['name']}-{stage.input_hash(params, paths)}"
 
 
 @dataclass
@@ -50,19 +55,18 @@ class BatchInputsPolicy(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        params, _ = load(inputs["params_path"], inputs["root"])
-        stage = STAGES[inputs["name"]]
+        stage, params, _ = load_bound(inputs["params_path"], inputs["root"], inputs["name"])
         batch = Batch(tuple(inputs["ids"]), inputs["batch_key"])
-        return f"{stage.name}-batch-{stage.batch_key(params, batch)}"
+        return f"{inputs['name']}-batch-{stage.batch_key(params, batch)}"
 
 
 @task(name="run-batch", persist_result=True)
 def run_batch_task(name: str, params_path: str, root: str, ids: list[str], batch_key: str,
                    mlflow_run_id: str | None) -> int:
     """One batch of a many-video stage; what it writes is its result, so it returns a count."""
-    params, paths = load(params_path, root)
+    stage, params, paths = load_bound(params_path, root, name)
     reporter = _reporter(params, paths, mlflow_run_id)
-    batching = STAGES[name].batching
+    batching = stage.batching
     assert batching is not None
     batching.run_batch(params, paths, Batch(tuple(ids), batch_key), reporter)
     return len(ids)
@@ -70,8 +74,8 @@ def run_batch_task(name: str, params_path: str, root: str, ids: list[str], batch
 
 @task(name="finalize-stage")
 def finalize_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
-    params, paths = load(params_path, root)
-    batching = STAGES[name].batching
+    stage, params, paths = load_bound(params_path, root, name)
+    batching = stage.batching
     assert batching is not None
     return batching.finalize(params, paths, _reporter(params, paths, mlflow_run_id))
 
@@ -84,8 +88,8 @@ def _reporter(params: Params, paths: RunPaths, mlflow_run_id: str | None) -> Mul
 @task(name="run-stage", persist_result=True)
 def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
     """Runs the stage function; its (pickled) result is the cached value."""
-    params, paths = load(params_path, root)
-    return STAGES[name].run(params, paths, _reporter(params, paths, mlflow_run_id))
+    stage, params, paths = load_bound(params_path, root, name)
+    return stage.run(params, paths, _reporter(params, paths, mlflow_run_id))
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -102,12 +106,14 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(name="record-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def record_task(name: str, result: Any, params_path: str, root: str,
                 mlflow_run_id: str | None, cached: bool) -> None:
-    params, paths = load(params_path, root)
+    _, params, paths = load_bound(params_path, root, name)
     run = TrackedRun(make_tracker(params, paths), mlflow_run_id)
     record_outcome(name, result, run, params, paths, cached=cached)
 
 
 def _markdown(name: str, result: Any, cached: bool) -> str:
+    if hasattr(result, "summary_markdown"):  # a stage whose result is a table
+        return f"### Stage `{name}`\n\n{result.summary_markdown()}"
     rows = [f"| {k} | {v} |" for k, v in result.to_dict().items()
             if not isinstance(v, dict | list)]
     rows += [f"| {k} | {v} |" for k, v in result.metrics().items() if k.startswith("videos_")]
@@ -140,8 +146,8 @@ def ray_batches_flow(name: str, params_path: str, root: str,
     import ray
     from prefect_ray.context import remote_options
 
-    params, paths = load(params_path, root)
-    cfg = getattr(params, name)
+    stage, params, paths = load_bound(params_path, root, name)
+    cfg = getattr(params, stage.name)
     policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     resources = {"num_cpus": cfg.ray_cpus_per_shard,
@@ -164,12 +170,11 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
                    parent_run_id: str | None = None) -> dict[str, Any]:
     """Body of every stage flow: MLflow run -> cached stage task -> record -> artifact."""
     root = str(RunPaths.at(root).root)  # absolute: tasks may run in other processes (Ray)
-    params, paths = load(params_path, root)
-    params_path = str(paths.resolve(params_path))
+    params_path = str(RunPaths.at(root).resolve(params_path))
+    stage, params, paths = load_bound(params_path, root, name)
     policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
     tracker = make_tracker(params, paths)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
-    stage = STAGES[name]
     with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
         if stage.batching is None:
             refresh = not stage.outputs_present(params, paths)
@@ -181,7 +186,7 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
             batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
             calls = [(list(b.ids), b.key, not stage.batching.batch_done(params, paths, b))
                      for b in stage.batching.batches(params, paths)]
-            cfg = getattr(params, name, None)
+            cfg = getattr(params, stage.name, None)
             if getattr(cfg, "runner", "local") == "ray":
                 cached_flags = ray_batches_flow.with_options(
                     task_runner=ray_task_runner(cfg.ray_address))(
@@ -198,11 +203,18 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
             result = finalize_task(name, params_path, root, run.run_id)
             cached = bool(cached_flags) and all(cached_flags)
         record_task(name, result, params_path, root, run.run_id, cached)
-    create_markdown_artifact(_markdown(name, result, cached), key=f"tspipe-{name}",
+    create_markdown_artifact(_markdown(name, result, cached), key=artifact_key(name),
                              description=f"tspipe stage {name}")
     logging.getLogger(__name__).info("stage %s: %s", name, "cached" if cached else "ran")
     return {"stage": name, "cached": cached, "mlflow_run_id": run.run_id,
             "metrics": result.metrics(), "summary": _one_line(result)}
+
+
+def artifact_key(name: str) -> str:
+    """Prefect's artifact keys allow lowercase letters, digits and dashes only."""
+    import re
+
+    return "tspipe-" + re.sub(r"[^a-z0-9-]", "-", name.lower())
 
 
 def _one_line(result: Any) -> str:
@@ -211,10 +223,24 @@ def _one_line(result: Any) -> str:
 
 def _make_flow(name: str):
     def stage_flow(params_path: str = "params.yaml", root: str = ".",
-                   parent_run_id: str | None = None) -> dict[str, Any]:
-        return run_stage_flow(name, params_path, root, parent_run_id)
+                   parent_run_id: str | None = None, variant: str | None = None
+                   ) -> dict[str, Any]:
+        if not STAGES[name].per_variant:
+            if variant is not None:
+                raise StageError(f"stage {name} has no variants (got variant={variant!r})")
+            return run_stage_flow(name, params_path, root, parent_run_id)
+        if variant is not None:
+            return run_stage_flow(f"{name}@{variant}", params_path, root, parent_run_id)
+        # No variant named: every enabled variant in turn.
+        params, _ = load(params_path, root)
+        rows = [run_stage_flow(inst, params_path, root, parent_run_id)
+                for inst in instances(params, (name,))]
+        return {"stage": name, "runs": rows, "cached": all(r["cached"] for r in rows),
+                "summary": "; ".join(f"{r['stage']}: {r['summary']}" for r in rows)}
 
-    stage_flow.__doc__ = STAGES[name].help
+    stage_flow.__doc__ = STAGES[name].help + (
+        " Once per compare.variants entry (variant=None: all of them)."
+        if STAGES[name].per_variant else "")
     return flow(name=f"tspipe-{name}", log_prints=False)(stage_flow)
 
 

@@ -1,7 +1,9 @@
-"""``python -m tspipe.pretrain PARAMS RUN_DIR [--resume]``: pretrain on a run directory.
+"""``python -m tspipe.pretrain PARAMS RUN_DIR [--stage pretrain@tsp|base] [--resume]``.
 
-Reads the decode stage's outputs (ground-truth table, decoded videos) and, for TSP with
-GVF, the gvf stage's file; writes ``models/pretrain/`` and the metrics. Made to run under
+One training of the pipeline on a run directory: the ``base`` stage's or a variant's
+``pretrain`` (its params and folders, as :func:`tspipe.stages.bind` gives them). Reads the
+decode stage's outputs (ground-truth table, decoded videos) and, for TSP with GVF, the gvf
+stage's file; writes ``models/pretrain/<variant>/`` and the variant's metrics. Made to run under
 ``torchrun --nproc_per_node N -m tspipe.pretrain ...`` as well (one process per device).
 Exit status: 0 done, 2 bad input, 128 + signal number when stopped by SIGTERM / SIGINT
 (the state is saved: run again with --resume).
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("params", type=Path, help="params.yaml")
     parser.add_argument("run_dir", type=Path, help="the run directory (paths.py layout)")
     parser.add_argument("--resume", action="store_true", help="continue from the saved state")
+    parser.add_argument("--stage", default=None,
+                        help="which training: base, or pretrain@VARIANT (default: the first "
+                             "of compare.variants); its params and output folder")
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO,
@@ -38,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
     steps = StepLog()
     try:
+        from tspipe.stages import bind
+
         params = load_params(args.params)
-        paths = RunPaths.at(args.run_dir)
+        stage = args.stage or f"pretrain@{next(iter(params.compare.variants))}"
+        if stage.partition("@")[0] not in ("base", "pretrain"):
+            raise TspipeError(f"--stage {stage}: base or pretrain@VARIANT")
+        _, params, paths = bind(stage, params, RunPaths.at(args.run_dir))
         cfg = params.pretrain
         result = train(
             cfg, params.clip, groundtruth=paths.groundtruth_table,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params
+from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 from tspipe.stages.base import Batch, Batching, PartialRun, Stage, StageResult, tree_hash
@@ -114,25 +115,15 @@ def _encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
         if cfg.checkpoint:
             files.append(paths.resolve(cfg.checkpoint))
         elif stage == "extract":
-            files.append(paths.pretrain_checkpoint)
+            from tspipe.stages.encoder_runs import pretrained_weights
+
+            files += [p for p in (pretrained_weights(params, paths),) if p is not None]
         elif params.pretrain.init_checkpoint:
             files.append(paths.resolve(params.pretrain.init_checkpoint))
         return files
 
     return inputs
 
-
-STAGES["gvf"] = Stage(
-    name="gvf",
-    help="Global video features (encoder clip features pooled per video) for TSP training.",
-    sections=("gvf", "clip"),
-    extra_params=("pretrain.init_checkpoint",),
-    inputs=_encoder_inputs("gvf"),
-    outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
-    code=("tspipe.stages.gvf", "tspipe.extract.gvf", *_ENCODER_RUN_CODE),
-    batching=_batching("tspipe.stages.gvf"),
-    enabled=lambda params: params.gvf.enabled,
-)
 
 def _run_pretrain(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
     from tspipe.stages.pretrain import run
@@ -147,20 +138,51 @@ def _pretrain_inputs(params: Params, paths: RunPaths) -> list[Path]:
             *(p for p in _inputs(params, paths) if p is not None)]
 
 
+def _pretrain_outputs(params: Params, paths: RunPaths) -> list[Path]:
+    return [paths.model_dir("pretrain"), paths.metrics("pretrain"),
+            paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")]
+
+
+_PRETRAIN_CODE = ("tspipe.stages.pretrain", *(f"tspipe.pretrain.{m}" for m in (
+    "train", "samples", "dataset", "loss", "optim", "model", "metrics", "state",
+    "distributed", "report")), "tspipe.extract.preprocess", "tspipe.data.clip_sampler",
+                  "tspipe.models.checkpoints")
+
+STAGES["base"] = Stage(
+    name="base",
+    help="From-scratch pretraining in Kinetics' role (demo): GVF and fine-tunes start from it.",
+    sections=("base", "pretrain", "clip"),
+    run_whole=_run_pretrain,
+    inputs=_pretrain_inputs,
+    outputs=_pretrain_outputs,
+    code=_PRETRAIN_CODE,
+    enabled=lambda params: params.base.enabled,
+    scope=lambda params, paths: (params.for_base(), paths.for_variant("base")),
+    record_as="pretrain",
+)
+
+STAGES["gvf"] = Stage(
+    name="gvf",
+    help="Global video features (encoder clip features pooled per video) for TSP training.",
+    sections=("gvf", "clip"),
+    extra_params=("pretrain.init_checkpoint",),
+    inputs=_encoder_inputs("gvf"),
+    outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
+    code=("tspipe.stages.gvf", "tspipe.extract.gvf", *_ENCODER_RUN_CODE),
+    batching=_batching("tspipe.stages.gvf"),
+    enabled=lambda params: params.gvf.enabled,
+)
+
 STAGES["pretrain"] = Stage(
     name="pretrain",
     help="TSP (or TAC) fine-tuning of the encoder on the segments; extraction's weights.",
     sections=("pretrain", "clip"),
     run_whole=_run_pretrain,
     inputs=_pretrain_inputs,
-    outputs=lambda params, paths: [paths.model_dir("pretrain"), paths.metrics("pretrain"),
-                                   paths.plot("pretrain", "epochs"),
-                                   paths.plot("pretrain", "steps")],
-    code=("tspipe.stages.pretrain", *(f"tspipe.pretrain.{m}" for m in (
-        "train", "samples", "dataset", "loss", "optim", "model", "metrics", "state",
-        "distributed", "report")), "tspipe.extract.preprocess", "tspipe.data.clip_sampler",
-          "tspipe.models.checkpoints"),
+    outputs=_pretrain_outputs,
+    code=_PRETRAIN_CODE,
     enabled=lambda params: params.pretrain.enabled,
+    per_variant=True,
 )
 
 STAGES["extract"] = Stage(
@@ -171,6 +193,7 @@ STAGES["extract"] = Stage(
     outputs=lambda params, paths: [paths.features_current, paths.metrics("extract")],
     code=("tspipe.stages.extract", "tspipe.extract.export", *_ENCODER_RUN_CODE),
     batching=_batching("tspipe.stages.extract"),
+    per_variant=True,
 )
 
 def _run_evaluate(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
@@ -193,9 +216,67 @@ STAGES["evaluate"] = Stage(
           "tspipe.localize.features", "tspipe.localize.postprocess",
           "tspipe.localize.outputs", "tspipe.localize.metrics", "tspipe.localize.plots",
           "tspipe.localize.classifier"),
+    per_variant=True,
+)
+
+
+def _run_compare(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
+    from tspipe.stages.compare import run
+
+    return run(params, paths, reporter)
+
+
+STAGES["compare"] = Stage(
+    name="compare",
+    help="One table of every variant's localization metrics (AUC, AR@100, mAP).",
+    sections=("compare", "localize"),
+    run_whole=_run_compare,
+    inputs=lambda params, paths: [
+        f for v in params.compare.variants for f in (
+            paths.for_variant(v).metrics("localize"), paths.for_variant(v).features_current)],
+    outputs=lambda params, paths: [paths.metrics("compare"), paths.plot("compare", "table"),
+                                   paths.reports_dir / "compare.md"],
+    code=("tspipe.stages.compare",),
 )
 
 PIPELINE: tuple[str, ...] = tuple(STAGES)
 
+
+def bind(instance: str, params: Params, paths: RunPaths) -> tuple[Stage, Params, RunPaths]:
+    """The stage of ``instance`` (``NAME`` or ``NAME@VARIANT``) with the params and paths
+    it runs with: a variant's overrides and folders, or the stage's own scope."""
+    name, at, variant = instance.partition("@")
+    stage = STAGES.get(name)
+    if stage is None:
+        raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if stage.per_variant:
+        if not at:
+            raise StageError(f"stage {name} runs once per variant: name one, e.g. "
+                             f"{name}@{next(iter(params.compare.variants))} (variants: "
+                             f"{', '.join(params.compare.variants)})")
+        if variant not in params.compare.variants:
+            raise StageError(f"{instance}: no variant {variant!r} in compare.variants "
+                             f"({', '.join(params.compare.variants)})")
+        return stage, params.for_variant(variant), paths.for_variant(variant)
+    if at:
+        raise StageError(f"{instance}: stage {name} has no variants")
+    if stage.scope is not None:
+        params, paths = stage.scope(params, paths)
+    return stage, params, paths
+
+
+def instances(params: Params, names: tuple[str, ...] = PIPELINE) -> list[str]:
+    """The stage runs of ``names`` that ``params`` enables, in pipeline order; a
+    per-variant stage once per variant (``pretrain@tsp``, ``pretrain@tac``)."""
+    out = []
+    for name in names:
+        stage = STAGES[name]
+        for inst in ([f"{name}@{v}" for v in params.compare.variants] if stage.per_variant
+                     else [name]):
+            _, p, _ = bind(inst, params, RunPaths.at("."))
+            if stage.enabled(p):
+                out.append(inst)
+    return out
+
 __all__ = ["PIPELINE", "STAGES", "Batch", "Batching", "PartialRun", "Stage", "StageResult",
-           "tree_hash"]
+           "bind", "instances", "tree_hash"]

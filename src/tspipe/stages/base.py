@@ -118,6 +118,14 @@ class Stage:
     enabled: Callable[[Params], bool] = lambda params: True
     # Single keys of other sections the stage reads (DVC ``params:`` beside ``sections``).
     extra_params: tuple[str, ...] = ()
+    # Runs once per ``compare.variants`` entry, as ``NAME@VARIANT`` (DVC's foreach names),
+    # with that variant's params and paths (see :func:`tspipe.stages.bind`).
+    per_variant: bool = False
+    # The params and paths the stage runs with, from the pipeline's (the base stage: the
+    # pretrain section updated by ``base.pretrain``, products under ``base/``).
+    scope: Callable[[Params, RunPaths], tuple[Params, RunPaths]] | None = None
+    # The recorder (tspipe.recording) of its result, when not the stage's own name.
+    record_as: str | None = None
 
     def run(self, params: Params, paths: RunPaths, reporter: Reporter,
             shard: tuple[int, int] | None = None) -> Any:

@@ -157,6 +157,16 @@ class EncoderRun:
                             "decode_of": "source_sha256", "code": self.code_version})
 
 
+def pretrained_weights(params: Params, paths: RunPaths) -> Path | None:
+    """Extraction's weights when ``extract.checkpoint`` is unset: the pretrain stage's
+    encoder, or, where this run's pretrain is disabled, the weights it would have started
+    from (``pretrain.init_checkpoint``: features without fine-tuning)."""
+    if params.pretrain.enabled:
+        return paths.pretrain_checkpoint
+    init = params.pretrain.init_checkpoint
+    return paths.resolve(init) if init else None
+
+
 def _checkpoint(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths,
                 default: Path | None, default_origin: str) -> tuple[Path | None, str]:
     """The weights file and its origin: ``cfg.checkpoint`` (official), else ``default``
@@ -215,8 +225,8 @@ def cached_run(stage: str, params: Params, paths: RunPaths,
     cfg: EncoderRunConfig = getattr(params, stage)
     files = [paths.decode_report, *(p for p in (paths.resolve(cfg.checkpoint)
                                                  if cfg.checkpoint else None,
-                                                 paths.pretrain_checkpoint) if p)]
-    key = (stage, str(paths.root), params.model_dump_json(),
+                                                 pretrained_weights(params, paths)) if p)]
+    key = (stage, str(paths.root), str(paths.variant), params.model_dump_json(),
            *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" if p.exists() else f"{p}:-"
              for p in files))
     if key not in _RUNS:

@@ -48,6 +48,7 @@ from tspipe.stages.encoder_runs import (
     cached_run,
     encode_shard,
     encoder_run,
+    pretrained_weights,
     shard_done,
     shard_functions,
     shard_reports,
@@ -66,7 +67,8 @@ def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
     cfg = params.extract
     return encoder_run("extract", cfg, params, paths, out_root=paths.features_root,
                        extra={"dtype": cfg.dtype}, code=(source_hash(CODE, version=__version__),),
-                       default_checkpoint=paths.pretrain_checkpoint, default_origin="pretrain")
+                       default_checkpoint=pretrained_weights(params, paths),
+                       default_origin="pretrain")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,128 @@
+"""Stage ``compare``: one table of the variants' localization metrics (TSP against TAC).
+
+Reads every variant's ``metrics/<variant>/localize.json`` (the evaluate stage's scores)
+and ``features/<variant>/current.json`` (which feature version they judge) and writes
+the comparison three ways: ``metrics/compare.json`` (``{variant: {method: {metric:
+value}}}``, DVC metrics), ``plots/compare_table.csv`` (one row per variant and method)
+and ``reports/compare.md`` (the table people read; the Prefect door makes it an artifact
+and the MLflow door logs it). The columns are the paper's: AUC and AR@100 of the
+proposals, mAP at tIoU 0.5 / 0.75 / 0.95 and the average mAP over 0.5:0.05:0.95 of the
+detections (percent, as the literature prints them); the uniform baseline's row is kept
+beside each variant's, so a table always shows what "no better than chance" is.
+
+A variant without scores (its evaluate stage failed or is disabled) is a row that says
+so, named in a warning; the others are still tabulated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tspipe.config import Params
+from tspipe.errors import StageError
+from tspipe.io import atomic_write_json, atomic_write_text
+from tspipe.paths import RunPaths
+from tspipe.reporting import Reporter
+from tspipe.stages.base import result_dict
+
+log = logging.getLogger(__name__)
+
+# (column, metrics key, scale): what the table shows of each method's scores.
+COLUMNS = (("AUC", "auc", 100.0), ("AR@100", "ar_at_100", 100.0),
+           ("mAP@0.5", "map_at_0.50", 100.0), ("mAP@0.75", "map_at_0.75", 100.0),
+           ("mAP@0.95", "map_at_0.95", 100.0), ("avg mAP", "average_map", 100.0))
+
+
+@dataclass(frozen=True)
+class CompareStageResult:
+    rows: list[dict[str, Any]]  # variant, feature_version, method, one key per COLUMNS key
+    missing: list[str]  # variants without scores
+    table: Path
+    report: Path
+    markdown: str = field(repr=False, default="")
+
+    def metrics(self) -> dict[str, float]:
+        return {f"{r['variant']}.{r['method']}.{key}": float(r[key])
+                for r in self.rows for _, key, _ in COLUMNS if r.get(key) is not None}
+
+    def artifacts(self) -> list[Path]:
+        return [self.report, self.table]
+
+    def summary_markdown(self) -> str:
+        return self.markdown
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def _scores(paths: RunPaths) -> tuple[str | None, dict[str, dict[str, float]] | None]:
+    version = None
+    if paths.features_current.exists():
+        version = json.loads(paths.features_current.read_text(encoding="utf-8"))[
+            "feature_version"]
+    metrics = paths.metrics("localize")
+    if not metrics.exists():
+        return version, None
+    try:
+        return version, json.loads(metrics.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{metrics}: not valid JSON ({exc}); rerun its evaluate stage") from None
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ["variant", "feature version", "method", *(c for c, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["variant"], (r["feature_version"] or "-")[:12], r["method"]]
+        cells += [f"{r[k] * s:.2f}" if r.get(k) is not None else "-" for _, k, s in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(params: Params, paths: RunPaths, reporter: Reporter) -> CompareStageResult:
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
+    nested: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in params.compare.variants:
+        version, scores = _scores(paths.for_variant(variant))
+        if scores is None:
+            missing.append(variant)
+            reporter.message(f"compare: variant {variant}: no "
+                             f"{paths.for_variant(variant).metrics('localize')} (run "
+                             f"evaluate@{variant}); its row stays empty")
+            rows.append({"variant": variant, "feature_version": version, "method": "-"})
+            continue
+        nested[variant] = {}
+        for method, vals in scores.items():
+            row = {"variant": variant, "feature_version": version, "method": method,
+                   **{k: vals.get(k) for _, k, _ in COLUMNS}}
+            rows.append(row)
+            nested[variant][method] = {k: vals[k] for _, k, _ in COLUMNS if k in vals}
+    if len(missing) == len(params.compare.variants):
+        raise StageError("compare: no variant has scores yet (metrics/<variant>/localize.json"
+                         f" for {', '.join(missing)}); run the evaluate stages first")
+    atomic_write_json(paths.metrics("compare"), nested)
+    buf = io.StringIO()
+    keys = ["variant", "feature_version", "method", *(k for _, k, _ in COLUMNS)]
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    table = paths.plot("compare", "table")
+    atomic_write_text(table, buf.getvalue())
+    md = markdown_table(rows)
+    report = paths.reports_dir / "compare.md"
+    tiou = params.localize.tiou_thresholds
+    atomic_write_text(report, (
+        f"# Feature versions compared on {params.dataset.name}\n\n{md}\n\n"
+        "AUC and AR@100: proposals (AR at 1..100 proposals per video, tIoU 0.5:0.05:0.95); "
+        f"mAP: detections at tIoU {tiou[0]}..{tiou[-1]}, in percent. `uniform` is the "
+        "trivial baseline (sliding windows, constant score).\n"))
+    reporter.message("compare:\n" + md)
+    return CompareStageResult(rows=rows, missing=missing, table=table, report=report,
+                              markdown=md)
