@@ -9,9 +9,18 @@ from pathlib import Path
 
 import yaml
 
+# The one variant these tests run per-variant stages as (``pretrain@main``, ...).
+VARIANT = "main"
+
 
 def write_params(root: Path, repo_root: Path, **sections: dict) -> Path:
+    """The project's params.yaml updated by ``sections``. Unless a section says otherwise:
+    one variant, ``main``, without overrides; no ``base`` stage; pretraining from seeded
+    random weights (``pretrain.init_checkpoint`` None)."""
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["compare"] = {"variants": {VARIANT: {}}}
+    raw["base"]["enabled"] = False
+    raw["pretrain"]["init_checkpoint"] = None
     for section, values in sections.items():
         raw[section].update(values)
     path = root / "params.yaml"

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from stage_helpers import write_params
+from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
@@ -32,10 +32,12 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
                  extract={"workers": 0, "batch_size": 16},
                  localize={"temporal_scale": 16, "epochs": 2})
-    params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
-    for stage in ("synth", "ingest", "download", "decode", "extract"):
-        run_stage(stage, params, paths, NullReporter(), track=False)
-    result = run_stage("evaluate", params, paths, NullReporter(), track=False).result
+    params, run_paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    paths = run_paths.for_variant(VARIANT)  # where the variant's stages write
+    evaluate = f"evaluate@{VARIANT}"
+    for stage in ("synth", "ingest", "download", "decode", f"extract@{VARIANT}"):
+        run_stage(stage, params, run_paths, NullReporter(), track=False)
+    result = run_stage(evaluate, params, run_paths, NullReporter(), track=False).result
 
     version = json.loads(paths.features_current.read_text())["feature_version"]
     assert result.feature_version == version
@@ -97,7 +99,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
                  localize={"temporal_scale": 16, "epochs": 1, "methods": ["bmn"],
                            "class_scores": "scores.json"})
     params = load_params(root / "params.yaml")
-    run_stage("evaluate", params, paths, NullReporter(), track=False)
+    run_stage(evaluate, params, run_paths, NullReporter(), track=False)
     props = json.loads((paths.results_dir(version, "bmn") / "proposals.json").read_text())
     dets = json.loads((paths.results_dir(version, "bmn") / "detections.json").read_text())
     val_classes = {a["label"] for v in val for a in ann[v]["annotations"]}
@@ -111,7 +113,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     (root / "scores.json").write_text(json.dumps({"class": names, "results": {
         "elsewhere": [0.5, 0.5]}}))
     with pytest.raises(StageError, match=r"scores\.json: class scores for none"):
-        run_stage("evaluate", params, paths, NullReporter(), track=False)
+        run_stage(evaluate, params, run_paths, NullReporter(), track=False)
 
 
 def test_uniform_baseline_windows():

@@ -9,7 +9,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from stage_helpers import write_params
+from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
@@ -18,7 +18,7 @@ from tspipe.extract import MemoryWriter, extract_features, read_features, read_g
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
 from tspipe.runner import run_stage
-from tspipe.stages import PartialRun
+from tspipe.stages import PartialRun, bind
 from tspipe.stages.extract import make_run
 
 pytestmark = pytest.mark.slow
@@ -27,6 +27,7 @@ TINY = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0, "max_duratio
         "fps": 10, "width": 64, "height": 48, "min_instances": 1, "max_instances": 2,
         "min_action": 3.0, "max_action": 5.0}
 RUN = {"workers": 0, "batch_size": 16, "shard_size": 2}
+EXTRACT = f"extract@{VARIANT}"
 
 
 def _run(root, *stages, **kw):
@@ -53,16 +54,20 @@ def _catalog(root):
 
 def test_extract_writes_a_version_the_catalog_knows_and_reruns_add_nothing(decoded):
     root = decoded
-    result = _run(root, "extract")
+    result = _run(root, EXTRACT)
     version = result.feature_version
-    folder = root / "features" / version
-    assert json.loads((root / "features/current.json").read_text())["feature_version"] == version
+    folder = root / "features" / VARIANT / version
+    assert json.loads((root / "features" / VARIANT / "current.json").read_text())[
+        "feature_version"] == version
+    assert result.features_dir == folder  # the variant's folder, nothing unscoped
+    assert not (root / "features" / "current.json").exists()
     assert sorted(p.name for p in folder.glob("shard-*.h5")) == ["shard-00000.h5",
                                                                 "shard-00001.h5"]
     assert (result.ok, result.failed, result.reused, result.computed) == (3, 0, 0, 3)
 
     # The stage's numbers are extraction's numbers: same encoder, same windows.
-    run = make_run(load_params(root / "params.yaml"), RunPaths.at(root))
+    _, params, paths = bind(EXTRACT, load_params(root / "params.yaml"), RunPaths.at(root))
+    run = make_run(params, paths)
     mem = MemoryWriter()
     extract_features([v for b in run.batches() for v in run.inputs(b)], run.loaded.model,
                      run.loaded.spec, run.sampler, writer=mem, workers=0, device="cpu")
@@ -92,7 +97,7 @@ def test_extract_writes_a_version_the_catalog_knows_and_reruns_add_nothing(decod
 
     # Same inputs: same id, nothing computed, nothing added.
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*.h5")}
-    again = _run(root, "extract")
+    again = _run(root, EXTRACT)
     assert again.feature_version == version
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*.h5")} == before
     with _catalog(root) as cat:
@@ -103,7 +108,8 @@ def test_extract_writes_a_version_the_catalog_knows_and_reruns_add_nothing(decod
 def test_gvf_is_the_max_of_the_same_encoders_clip_features(decoded):
     root = decoded
     gvf = _run(root, "gvf")
-    feats = _run(root, "extract")
+    feats = _run(root, EXTRACT)
+    assert gvf.path == root / "data" / "gvf" / "gvf.h5"  # shared by every variant
     vectors = read_gvf(gvf.path)
     clip_feats = read_features(feats.features_dir / "features.h5")
     assert sorted(vectors) == sorted(clip_feats) and gvf.ok == 3
@@ -114,7 +120,7 @@ def test_gvf_is_the_max_of_the_same_encoders_clip_features(decoded):
 
 def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_root):
     root = decoded
-    first = _run(root, "extract")
+    first = _run(root, EXTRACT)
     # One more video in the annotation file; synth is switched off so the rest stay.
     ann = json.loads((root / "data/synth/synthactions.json").read_text())
     rng = np.random.default_rng(7)
@@ -129,7 +135,7 @@ def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_ro
     (root / "data/synth/synthactions.json").write_text(json.dumps(ann))
     write_params(root, repo_root, synth={**TINY, "enabled": False}, gvf=RUN,
                  extract={**RUN, "export": ["npy", "h5"], "export_id_prefix": "v_"})
-    second = _run(root, "ingest", "download", "decode", "extract")
+    second = _run(root, "ingest", "download", "decode", EXTRACT)
 
     assert second.feature_version != first.feature_version
     assert (second.ok, second.reused, second.computed) == (4, 3, 1)
@@ -149,23 +155,23 @@ def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_ro
 
 def test_shards_one_by_one_then_a_video_that_cannot_be_read(decoded):
     root = decoded
-    part = _run(root, "extract", shard=(2, 2))
+    part = _run(root, EXTRACT, shard=(2, 2))
     assert isinstance(part, PartialRun) and (part.batches, part.ran, part.done) == (2, 1, 1)
-    assert not (root / "features/current.json").exists()
+    assert not (root / "features" / VARIANT / "current.json").exists()
     with _catalog(root) as cat:
         assert cat.list_feature_versions() == []
-    full = _run(root, "extract", shard=(1, 2))
+    full = _run(root, EXTRACT, shard=(1, 2))
     assert full.ok == 3 and full.shards == 2
 
     # A standardized copy damaged after decode: that video fails with a reason naming
     # it, the others are extracted (a new version: nothing changed that the id sees,
     # so start from a fresh features folder).
-    shutil.rmtree(root / "features")
+    shutil.rmtree(root / "features" / VARIANT)
     report = json.loads((root / "data/reports/decode_report.json").read_text())
     victim = report["videos"][1]
     path = root / victim["standardized"]["path"]
     path.write_bytes(path.read_bytes()[:2000])
-    result = _run(root, "extract")
+    result = _run(root, EXTRACT)
     assert (result.ok, result.failed) == (2, 1)
     index = json.loads(result.index.read_text())
     failed = index["videos"][victim["video_id"]]

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from stage_helpers import write_params
+from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
@@ -45,13 +45,16 @@ def test_pretrain_stage_trains_records_and_feeds_extraction(tmp_path, repo_root)
     sections = dict(synth=TINY, gvf={"workers": 0, "batch_size": 16},
                     extract={"workers": 0, "batch_size": 16}, pretrain=PRETRAIN)
     write_params(root, repo_root, **sections)
-    params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    params, run_paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    paths = run_paths.for_variant(VARIANT)  # where the variant's stages write
+    pretrain = f"pretrain@{VARIANT}"
     for stage in ("synth", "ingest", "download", "decode", "gvf"):
-        run_stage(stage, params, paths, NullReporter(), track=False)
-    outcome = run_stage("pretrain", params, paths, NullReporter())
+        run_stage(stage, params, run_paths, NullReporter(), track=False)
+    outcome = run_stage(pretrain, params, run_paths, NullReporter())
     result = outcome.result
 
     ckpt = paths.pretrain_checkpoint
+    assert ckpt == root / "models" / "pretrain" / VARIANT / "checkpoint.pt"
     assert result.checkpoint == ckpt and result.checkpoint_sha256 == sha256_file(ckpt)
     assert result.gvf_source == sha256_file(paths.gvf_file) and result.mode == "tsp"
     assert result.init_sha256 is None  # seeded random weights
@@ -89,14 +92,15 @@ def test_pretrain_stage_trains_records_and_feeds_extraction(tmp_path, repo_root)
 
     # Same inputs: the finished run is resumed (re-exported), nothing retrained or re-registered.
     state_mtime = (paths.model_dir("pretrain") / "state.pt").stat().st_mtime_ns
-    again = run_stage("pretrain", params, paths, NullReporter()).result
+    again = run_stage(pretrain, params, run_paths, NullReporter()).result
     assert again.checkpoint_sha256 == result.checkpoint_sha256
     assert again.resumed_from == {"epoch": 2, "step": 0}
     assert (paths.model_dir("pretrain") / "state.pt").stat().st_mtime_ns == state_mtime
     assert len(client.search_model_versions("name = 'tspipe-encoder'")) == 1
 
     # Extraction's default weights are now the trained encoder, recorded with its lineage.
-    extract = run_stage("extract", params, paths, NullReporter(), track=False).result
+    extract = run_stage(f"extract@{VARIANT}", params, run_paths, NullReporter(),
+                        track=False).result
     assert extract.checkpoint_sha256 == result.checkpoint_sha256
     assert extract.checkpoint_origin == "pretrain"
     with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
@@ -110,6 +114,6 @@ def test_pretrain_stage_trains_records_and_feeds_extraction(tmp_path, repo_root)
     write_params(root, repo_root, **{**sections, "pretrain": {**PRETRAIN, "epochs": 1,
                                                               "seed": 1}})
     params = load_params(root / "params.yaml")
-    third = run_stage("pretrain", params, paths, NullReporter(), track=False).result
+    third = run_stage(pretrain, params, run_paths, NullReporter(), track=False).result
     assert third.resumed_from is None and [r["epoch"] for r in third.epochs] == [1]
     assert third.checkpoint_sha256 != result.checkpoint_sha256
