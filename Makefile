@@ -30,6 +30,7 @@ demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (C
 	$(BIN)/tspipe catalog datasets
 	$(BIN)/tspipe catalog list
 	$(BIN)/tspipe catalog best --metric bmn.auc
+	$(BIN)/tspipe catalog best --metric gtad.average_map
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc status
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
@@ -43,4 +44,4 @@ bench: $(STAMP)
 	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"
 
 clean-demo:  ## remove the demo's outputs (keeps .venv)
-	rm -rf data features models results metrics plots mlflow.db mlartifacts catalog.db catalog.db-* .tspipe dvc.lock
+	rm -rf data features models results metrics plots reports mlflow.db mlartifacts catalog.db catalog.db-* .tspipe dvc.lock

@@ -433,6 +433,9 @@ def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str
             msg = "unknown key (check its spelling and its section)"
         else:
             msg = e["msg"]
+        if not path:  # a check across sections: its message names the keys
+            lines.append(f"  {msg.removeprefix('Value error, ')}")
+            continue
         shown = "<hidden>" if path in secret_paths else repr(_mask(path, e.get("input")))
         lines.append(f"  {key}: {msg} (got {shown})")
     return "\n".join(lines)

@@ -10,7 +10,8 @@ average. A trivial baseline is scored beside them: uniform sliding windows at ev
 scale with one constant score (and, for detection, the classifier's labels), which any
 useful model must beat.
 
-Outputs: ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
+Outputs (a variant's paths: ``results/<variant>/...``, ``metrics/<variant>/``,
+``plots/<variant>/``): ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
 ``results/<version>/<method>/detections.json``,
 ``results/<version>/<method>/history.json`` (per-epoch losses), ``metrics/localize.json``
 and the figures (:mod:`tspipe.localize.plots`), each a CSV and a PNG:

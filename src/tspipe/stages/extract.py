@@ -1,12 +1,13 @@
 """Stage ``extract``: clip features of every decoded video, one versioned HDF5 file per shard.
 
-Layout (``features/`` is a DVC output kept between runs, ``persist: true``)::
+Layout (a variant's ``features/<variant>/``, ``F`` below, is a DVC output kept between
+runs, ``persist: true``)::
 
-    features/<version>/shard-00000.h5    one dataset (num_clips, D) per video id
-    features/<version>/shard-00000.json  the shard's report (written last: its marker)
-    features/<version>/index.json        every video: status, shard, clips, reused_from
-    features/<version>/{npy,csv}/, features.h5   exports named in extract.export
-    features/current.json                the version this stage last finished
+    F/<version>/shard-00000.h5    one dataset (num_clips, D) per video id
+    F/<version>/shard-00000.json  the shard's report (written last: its marker)
+    F/<version>/index.json        every video: status, shard, clips, reused_from
+    F/<version>/{npy,csv}/, features.h5   exports named in extract.export
+    F/current.json                the version this stage last finished
 
 A shard resumes video by video (:class:`~tspipe.extract.writers.H5FeatureWriter` parts).
 

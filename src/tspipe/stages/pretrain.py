@@ -3,9 +3,10 @@
 Reads the decode stage's ground-truth table and decoded videos, the ``gvf`` stage's file
 (TSP with ``use_gvf``) and ``pretrain.init_checkpoint`` (else seeded random weights, the
 CPU demo's stand-in for Kinetics), and trains with :func:`tspipe.pretrain.train`.
-Writes ``models/pretrain/`` (``checkpoint.pt``: the encoder extraction loads by default;
-``model.pt`` with its heads; ``state.pt`` to resume), ``metrics/pretrain.json``,
-``plots/pretrain_epochs.csv`` and ``plots/pretrain_steps.csv`` (DVC plots).
+Writes, for its variant V (or ``base``), ``models/pretrain/V/`` (``checkpoint.pt``: the
+encoder extraction loads by default; ``model.pt`` with its heads; ``state.pt`` to
+resume), ``metrics/V/pretrain.json``, ``plots/V/pretrain_epochs.csv`` and
+``plots/V/pretrain_steps.csv`` (DVC plots).
 
 Resume: ``models/pretrain/run.json`` holds the key of the run that owns ``state.pt``
 (params, the inputs' sha256, the code). A rerun with the same key continues that run
