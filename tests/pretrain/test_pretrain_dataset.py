@@ -1,9 +1,10 @@
-"""Reading one clip: frames past the end, the training transform, GVF per process, and
-batches that do not depend on the number of DataLoader workers."""
+"""Reading one clip: frames past the end, kept video readers, the training transform, GVF
+per process, and batches that do not depend on the number of DataLoader workers."""
 
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +16,13 @@ from torch.utils.data import DataLoader
 from tspipe.data.clips import ClipSampler, read_table
 from tspipe.data.video import decode, read_frames
 from tspipe.extract.preprocess import Preprocess
-from tspipe.pretrain.dataset import ClipDataset, read_clip_frames, train_transform, worker_init
+from tspipe.pretrain.dataset import (
+    ClipDataset,
+    ReaderCache,
+    read_clip_frames,
+    train_transform,
+    worker_init,
+)
 from tspipe.pretrain.samples import (
     TRAIN,
     VALID,
@@ -30,11 +37,11 @@ SAMPLER = ClipSampler.from_config(CLIP)
 PREP = Preprocess.for_spec(SPEC, "reference", CLIP.resize)
 
 
-def dataset(data: SynthSet, *, gvf: bool = True) -> ClipDataset:
+def dataset(data: SynthSet, *, gvf: bool = True, **kwargs: int) -> ClipDataset:
     table = read_table(data.groundtruth)
     splits = tuple(select_segments(table, SAMPLER, data.videos, subsets=[s], mode="tsp").segments
                    for s in ("training", "validation"))
-    return ClipDataset(splits, SAMPLER, PREP, gvf_path=data.gvf if gvf else None)
+    return ClipDataset(splits, SAMPLER, PREP, gvf_path=data.gvf if gvf else None, **kwargs)
 
 
 def test_a_clip_past_the_end_repeats_the_last_frame(synth_set):
@@ -46,6 +53,90 @@ def test_a_clip_past_the_end_repeats_the_last_frame(synth_set):
     assert np.array_equal(got[2], last)
     assert all(np.array_equal(f, last) for f in got[3:])  # 5 copies of the last frame
     assert not np.array_equal(got[0], last)
+
+
+def _clip_reads(data: SynthSet, n: int) -> list[tuple[str, np.ndarray]]:
+    """``n`` clips' (video id, source indices) over every video in a shuffled order, with
+    one clip past the end of a video and the same clip twice in a row."""
+    rng = np.random.default_rng(0)
+    videos = sorted(data.videos)
+    reads = []
+    for _ in range(n):
+        vid = videos[int(rng.integers(0, len(videos)))]
+        start = int(rng.integers(0, 140))
+        reads.append((vid, np.arange(start, start + 16, 2)))
+    total = sum(1 for _ in decode(data.videos[videos[0]]))
+    reads += [(videos[0], np.arange(total - 5, total + 11, 2))] * 2
+    return reads
+
+
+def test_kept_readers_read_the_frames_of_fresh_ones(synth_set):
+    readers = ReaderCache(size=2)
+    for vid, idx in _clip_reads(synth_set, 30):
+        path = synth_set.videos[vid]
+        fresh = read_clip_frames(path, idx, video_id=vid)
+        kept = read_clip_frames(path, idx, video_id=vid, readers=readers)
+        assert np.array_equal(kept, fresh), (vid, idx)
+        assert len(readers) <= 2
+    readers.close()
+    assert len(readers) == 0
+
+
+def test_reader_cache_closes_the_least_recently_used_and_all_on_close(synth_set):
+    paths = [synth_set.videos[v] for v in sorted(synth_set.videos)[:3]]
+    readers = ReaderCache(size=2)
+    closed: list[Path] = []
+
+    def opened(path: Path) -> object:
+        reader = readers.get(path)
+        close = reader.close
+        reader.close = lambda: (closed.append(reader.path), close())  # type: ignore[method-assign]
+        return reader
+
+    a, b = opened(paths[0]), opened(paths[1])
+    assert readers.get(paths[0]) is a  # kept, and now the most recently used
+    opened(paths[2])
+    assert closed == [paths[1]] and len(readers) == 2
+    assert readers.get(paths[0]) is a
+    readers.close()
+    assert sorted(closed) == sorted(paths) and len(readers) == 0
+    assert readers.get(paths[1]) is not b  # usable again: opens the file anew
+    readers.close()
+    with pytest.raises(ValueError):
+        ReaderCache(size=0)
+
+
+def test_a_reader_whose_read_raised_is_dropped(synth_set):
+    path = synth_set.videos[sorted(synth_set.videos)[0]]
+    readers = ReaderCache(size=2)
+    reader = readers.get(path)
+
+    def fail(indices: object, size: object) -> dict:
+        raise RuntimeError("decoder broke")
+
+    reader.read = fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        readers.read(path, [0, 2])
+    assert len(readers) == 0
+    assert readers.read(path, [0, 2]).keys() == {0, 2}  # a fresh reader
+    readers.close()
+
+
+def test_dataset_keeps_readers_per_process_and_closes_them(synth_set):
+    ds, fresh = dataset(synth_set, max_readers=2), dataset(synth_set, max_readers=0)
+    plan = train_plan(ds.splits[TRAIN], 3, seed=1, epoch=0)
+    keys = plan[:10] + valid_plan(ds.splits[VALID], SAMPLER, 2)[:4]
+    for key in keys:
+        assert torch.equal(ds[key].clip, fresh[key].clip)
+        assert 1 <= len(ds._readers) <= 2
+    assert fresh._readers is None
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(copy._readers) == 0 and copy._readers.size == 2  # never pickled
+    assert torch.equal(copy[keys[0]].clip, ds[keys[0]].clip)
+    ds.close()
+    assert len(ds._readers) == 0 and ds._h5 is None
+    copy.close()
+    fresh.close()
 
 
 def test_sample_fields_and_shapes(synth_set):

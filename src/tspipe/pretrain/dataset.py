@@ -14,6 +14,14 @@ same with a random crop and a random horizontal flip (p = 0.5) drawn from the cl
 seed (:class:`~tspipe.pretrain.samples.SampleKey`), so the numbers do not depend on the
 number of DataLoader workers.
 
+Open readers are kept per process (:class:`ReaderCache`, at most ``max_readers``, least
+recently used closed first; never pickled to the workers). Opening a file (container,
+threaded decoder) and scanning its packet index cost twice what decoding the clip does at
+the demo's sizes: a fresh reader per clip, as the reference read, gives 49 clips/s on one
+core, kept readers 149 (``benchmarks/pretrain_loader.py``, SynthActions 128x96, 2-core
+CPU). A kept reader gives the same frames: every ``read`` seeks (PyAV flushes the
+decoder) before it decodes.
+
 The GVF file is opened once per process, on the first clip that needs it (never in the
 parent, never per clip), and each video's vector is kept once read.
 """
@@ -21,6 +29,8 @@ parent, never per clip), and each video's vector is kept once read.
 from __future__ import annotations
 
 import signal
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,12 +42,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tspipe.data.clip_sampler import ClipSampler
-from tspipe.data.video import open_reader
+from tspipe.data.video import VideoReader, get_backend, open_reader
 from tspipe.errors import ConfigError, VideoError
 from tspipe.extract.preprocess import Preprocess
 from tspipe.pretrain.samples import SampleKey, Segments
 
 _EMPTY = torch.empty(0, dtype=torch.float32)
+#: Readers a process keeps open by default: every video of the demo set (12), so a
+#: DataLoader worker opens each file once; a larger set cycles through them (an open
+#: reader holds a threaded decoder's frames: 2.5 MB at 128x96, more for larger frames).
+MAX_OPEN_READERS = 16
 
 
 class Sample(NamedTuple):
@@ -52,13 +66,70 @@ class Sample(NamedTuple):
     gvf: Tensor
 
 
+class ReaderCache:
+    """Open video readers of one process by path, at most ``size``: the least recently used
+    is closed when another file is needed. :meth:`read` is ``reader.read`` on a kept
+    reader (the same frames as a fresh one: every read seeks, which flushes the decoder);
+    a reader whose read raised is closed and dropped, so the next read opens the file anew,
+    as a fresh reader per clip would."""
+
+    def __init__(self, size: int = MAX_OPEN_READERS, backend: str | None = "auto") -> None:
+        if size < 1:
+            raise ValueError(f"ReaderCache size must be >= 1, not {size}")
+        self.size, self.backend = size, backend
+        self._readers: OrderedDict[Path, VideoReader] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def get(self, path: Path, *, video_id: str | None = None) -> VideoReader:
+        """The open reader of ``path``, opened (closing the least recently used one if
+        ``size`` are open) if it is not kept yet."""
+        reader = self._readers.get(path)
+        if reader is not None:
+            self._readers.move_to_end(path)
+            return reader
+        while len(self._readers) >= self.size:
+            self._readers.popitem(last=False)[1].close()
+        reader = get_backend(self.backend).open(path, video_id=video_id)
+        self._readers[path] = reader
+        return reader
+
+    def read(self, path: Path, indices: Sequence[int], *, video_id: str | None = None
+             ) -> dict[int, np.ndarray]:
+        """``reader.read(indices, None)`` (source size) on the kept reader of ``path``."""
+        reader = self.get(path, video_id=video_id)
+        try:
+            return reader.read(indices, None)
+        except BaseException:
+            self.discard(path)
+            raise
+
+    def discard(self, path: Path) -> None:
+        """Close and drop the reader of ``path``, if kept."""
+        reader = self._readers.pop(path, None)
+        if reader is not None:
+            reader.close()
+
+    def close(self) -> None:
+        """Close every kept reader (the cache stays usable: it opens files anew)."""
+        while self._readers:
+            self._readers.popitem(last=False)[1].close()
+
+
 def read_clip_frames(path: Path, indices: np.ndarray, *, video_id: str,
-                     backend: str | None = "auto") -> np.ndarray:
+                     backend: str | None = "auto", readers: ReaderCache | None = None
+                     ) -> np.ndarray:
     """Source frames ``indices (T,)`` of a video, ``(T, H, W, 3) uint8``. An index past
-    the frames the file holds gets the last frame before it."""
+    the frames the file holds gets the last frame before it. ``readers``: read through
+    its kept reader of ``path`` (its backend, not ``backend``); None: open the file for
+    this clip alone, as the reference did."""
     wanted = sorted(set(int(i) for i in indices))
-    with open_reader(path, backend, video_id=video_id) as reader:
-        got = reader.read(wanted, None)
+    if readers is not None:
+        got = readers.read(path, wanted, video_id=video_id)
+    else:
+        with open_reader(path, backend, video_id=video_id) as reader:
+            got = reader.read(wanted, None)
     if not got:
         raise VideoError(path, f"no frame at or after source frame {wanted[0]} (the clip "
                          "starts past the video's end)", video_id=video_id)
@@ -95,18 +166,24 @@ def train_transform(frames: np.ndarray, prep: Preprocess, rng: np.random.Generat
 
 class ClipDataset(Dataset[Sample]):
     """Map-style: ``dataset[SampleKey]`` -> :class:`Sample`. ``splits[key.split]`` are the
-    segments the key indexes (training, validation)."""
+    segments the key indexes (training, validation). ``max_readers``: video readers each
+    process keeps open (:class:`ReaderCache`; 0: none, a fresh reader per clip as the
+    reference); :meth:`close` closes them and the GVF file."""
 
     def __init__(self, splits: tuple[Segments, ...], sampler: ClipSampler, prep: Preprocess,
-                 *, gvf_path: Path | None = None, backend: str | None = "auto") -> None:
+                 *, gvf_path: Path | None = None, backend: str | None = "auto",
+                 max_readers: int = MAX_OPEN_READERS) -> None:
         self.splits, self.sampler, self.prep = splits, sampler, prep
         self.gvf_path, self.backend = gvf_path, backend
         self._h5: h5py.File | None = None
         self._gvf: dict[str, Tensor] = {}
+        self.max_readers = max_readers
+        self._readers = ReaderCache(max_readers, backend) if max_readers > 0 else None
 
     def __getstate__(self) -> dict[str, Any]:
-        # Workers get the description, not the parent's open file or cache.
-        return {**self.__dict__, "_h5": None, "_gvf": {}}
+        # Workers get the description, not the parent's open files or caches.
+        readers = ReaderCache(self.max_readers, self.backend) if self.max_readers > 0 else None
+        return {**self.__dict__, "_h5": None, "_gvf": {}, "_readers": readers}
 
     def __getitem__(self, key: SampleKey) -> Sample:  # type: ignore[override]
         seg = self.splits[key.split]
@@ -117,11 +194,21 @@ class ClipDataset(Dataset[Sample]):
         indices = self.sampler.source_indices(
             self.sampler.window(key.start_frame), fps if fps > 0 else self._header_fps(
                 path, video_id), num_source_frames=frames if frames > 0 else None)
-        images = read_clip_frames(path, indices, video_id=video_id, backend=self.backend)
-        if key.seed < 0:
-            clip = self.prep(images)
-        else:
-            clip = train_transform(images, self.prep, np.random.default_rng(key.seed))
+        images = read_clip_frames(path, indices, video_id=video_id, backend=self.backend,
+                                  readers=self._readers)
+        # One intra-op thread, as in a DataLoader worker: the resize's numbers depend on
+        # the thread count, and the clip must not depend on where it was read.
+        threads = torch.get_num_threads()
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:
+            if key.seed < 0:
+                clip = self.prep(images)
+            else:
+                clip = train_transform(images, self.prep, np.random.default_rng(key.seed))
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
         gvf = self.gvf(video_id) if self.gvf_path is not None else _EMPTY
         return Sample(clip, torch.tensor(int(seg.action[s])), torch.tensor(int(seg.region[s])),
                       gvf)
@@ -139,13 +226,20 @@ class ClipDataset(Dataset[Sample]):
         return vec
 
     def _header_fps(self, path: Path, video_id: str) -> float:
-        with open_reader(path, self.backend, video_id=video_id) as reader:
-            if not reader.header.fps:
-                raise VideoError(path, "neither the ground-truth table nor the header gives "
-                                 "a frame rate", video_id=video_id)
-            return float(reader.header.fps)
+        if self._readers is not None:
+            fps = self._readers.get(path, video_id=video_id).header.fps
+        else:
+            with open_reader(path, self.backend, video_id=video_id) as reader:
+                fps = reader.header.fps
+        if not fps:
+            raise VideoError(path, "neither the ground-truth table nor the header gives a "
+                             "frame rate", video_id=video_id)
+        return float(fps)
 
     def close(self) -> None:
+        """Close the kept video readers and the GVF file (both reopen on the next clip)."""
+        if self._readers is not None:
+            self._readers.close()
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None

@@ -208,12 +208,7 @@ def _train(cfg: PretrainConfig, clip: ClipConfig, dist: distributed.Dist, *, gro
 
     dataset = ClipDataset((train_sel.segments, valid_sel.segments), sampler, built.prep,
                           gvf_path=Path(gvf) if use_gvf else None, backend=backend)
-    workers = cfg.workers
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                        pin_memory=device.type == "cuda",
-                        worker_init_fn=worker_init if workers else None,
-                        multiprocessing_context="spawn" if workers else None,
-                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+    loader = make_loader(dataset, batches, cfg.workers, device)
     valid_keys = valid_plan(valid_sel.segments, sampler, cfg.clips_per_segment)
     fg_of = train_sel.segments.action >= 0
 
@@ -343,6 +338,19 @@ def _train(cfg: PretrainConfig, clip: ClipConfig, dist: distributed.Dist, *, gro
         best_epoch=best["epoch"], exported_epoch=exported, counts=counts,
         steps_per_epoch=steps, world_size=dist.world_size, resumed_from=resumed_from,
         init_sha256=built.init_sha256)
+
+
+def make_loader(dataset: ClipDataset, batches: BatchPlan, workers: int,
+                device: torch.device) -> DataLoader:
+    """The training loop's loader: ``batches`` picks what it serves (set before each
+    ``iter``); ``workers`` spawned processes (one intra-op thread each, :func:`worker_init`)
+    that persist across epochs and validation, so each keeps its open video readers and GVF
+    file for the whole run; 0: read in this process."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                      pin_memory=device.type == "cuda",
+                      worker_init_fn=worker_init if workers else None,
+                      multiprocessing_context="spawn" if workers else None,
+                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
 
 def _precision(device: torch.device, amp: str) -> str:
