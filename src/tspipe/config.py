@@ -151,7 +151,7 @@ class PretrainConfig(Section):
     # None: seeded random weights.
     init_checkpoint: str | None = BASE_CHECKPOINT
     use_gvf: bool = True
-    clips_per_segment: PosInt = 5
+    clips_per_segment: PosInt = 2  # TSP: 5; the CPU demo's 2 keeps its three trainings short
     epochs: PosInt = 8
     # Clips per optimizer step, all processes and accumulation steps together: each of
     # world_size x grad_accum_steps micro-batches holds batch_size / (that product) clips.
@@ -247,9 +247,9 @@ class LocalizeConfig(Section):
     its validation videos. None: the method's reference recipe (tspipe.localize.train)."""
 
     methods: list[Literal["bmn", "gtad"]] = ["bmn", "gtad"]
-    temporal_scale: PosInt = 100
+    temporal_scale: PosInt = 32  # ActivityNet: 100; the CPU demo's 32
     # Layer widths: "reference" (the papers') or "small" (a quarter, for CPU-sized runs).
-    model_size: Literal["reference", "small"] = "reference"
+    model_size: Literal["reference", "small"] = "small"
     tiou_thresholds: list[Fraction01] = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
     epochs: PosInt | None = None
     batch_size: PosInt | None = None
