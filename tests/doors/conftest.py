@@ -22,7 +22,7 @@ TINY_LOCALIZE = {"temporal_scale": 16, "epochs": 2}
 TINY_PRETRAIN = {"epochs": 1, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
                  "warmup_epochs": 0, "lr_milestones": [1]}
 # The base stage's own recipe, cut to one epoch as well (its other overrides stay).
-TINY_BASE = {"epochs": 1, "warmup_epochs": 0, "lr_milestones": [1]}
+TINY_BASE = {"epochs": 1, "clips_per_segment": 1, "warmup_epochs": 0, "lr_milestones": [1]}
 
 
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
