@@ -98,7 +98,20 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
                        for d in deps), f"{name}: {module} missing from deps {deps}"
 
 
-def test_prefect_flow_and_dvc_agree(dvc_project):
+@pytest.fixture
+def same_threads(monkeypatch):
+    """Training's numbers depend on torch's intra-op thread count: the flow (this process)
+    and the stages DVC starts (OMP_NUM_THREADS) run with the same one, as on one machine."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_prefect_flow_and_dvc_agree(dvc_project, same_threads):
     """After the Prefect pipeline, DVC finds nothing to do, and the outputs push to the
     local remote configured by default."""
     from tspipe.flows.pipeline import tspipe_pipeline
