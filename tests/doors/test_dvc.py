@@ -98,20 +98,7 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
                        for d in deps), f"{name}: {module} missing from deps {deps}"
 
 
-@pytest.fixture
-def same_threads(monkeypatch):
-    """Training's numbers depend on torch's intra-op thread count: the flow (this process)
-    and the stages DVC starts (OMP_NUM_THREADS) run with the same one, as on one machine."""
-    import torch
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_prefect_flow_and_dvc_agree(dvc_project, same_threads):
+def test_prefect_flow_and_dvc_agree(dvc_project):
     """After the Prefect pipeline, DVC finds nothing to do, and the outputs push to the
     local remote configured by default."""
     from tspipe.flows.pipeline import tspipe_pipeline
@@ -133,19 +120,6 @@ def test_prefect_flow_and_dvc_agree(dvc_project, same_threads):
         assert version.dvc_md5 == out["md5"] and out["md5"].endswith(".dir")
     assert "Running stage" not in dvc(root, "repro").stdout
 
-    # The CLI door (what dvc.yaml runs) gives the same catalog rows: everything from
-    # `base` on, rerun by DVC, makes the same feature versions (content ids) and scores.
-    def rows() -> dict[str, set[tuple[str, str, float]]]:
-        with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
-            return {v.id: {(e.method, e.metric, e.value) for e in cat.show(v.id).evaluations}
-                    for v in cat.list_feature_versions()}
-
-    before = rows()
-    assert len(before) == 2 and all(len(s) > 20 for s in before.values())
-    rerun = dvc(root, "repro", "--force", "--downstream", "base")
-    assert "Running stage 'evaluate@tac'" in rerun.stdout
-    assert "Running stage 'decode'" not in rerun.stdout
-    assert rows() == before
     dvc(root, "push")
     remote = root / ".dvc-remote"
     pushed = [p for p in remote.rglob("*") if p.is_file()]
