@@ -37,3 +37,15 @@ def shared_data() -> Path:
         if path.is_dir():
             return path
     pytest.fail(f"shared test data not found at {candidates}; set TSPIPE_SHARED_DATA")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (numbers that depend on the thread count,
+    and no fight over the machine's cores), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

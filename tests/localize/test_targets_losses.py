@@ -219,17 +219,9 @@ def test_loss_is_float32_under_autocast() -> None:
     assert float(parts.total) == pytest.approx(float(ref.total), rel=1e-6)
 
 
-@pytest.fixture
-def one_thread():
-    # A net this small gains nothing from intra-op threads, and on a busy 2-core machine
-    # their spin-waits made these 30 steps take 12-25 s instead of about 1 s.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_a_few_adam_steps_lower_the_loss(one_thread) -> None:
+# A net this small gains nothing from intra-op threads, and on a busy 2-core machine
+# their spin-waits made these 30 steps take 12-25 s instead of about 1 s.
+def test_a_few_adam_steps_lower_the_loss(one_torch_thread) -> None:
     torch.manual_seed(0)
     t = 16
     segments = [(0.25, 0.5), (0.5, 0.875)]

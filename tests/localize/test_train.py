@@ -13,13 +13,7 @@ from tspipe.localize.features import ClipTiming, FeatureSet, VideoFeatures
 from tspipe.localize.postprocess import results_json
 from tspipe.localize.train import Recipe, build_data, fit, make_model, predict
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy(n_videos: int = 12, clips: int = 24, dim: int = 16, seed: int = 0):

@@ -125,12 +125,6 @@ def _encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
     return inputs
 
 
-def _run_pretrain(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
-    from tspipe.stages.pretrain import run
-
-    return run(params, paths, reporter)
-
-
 def _pretrain_inputs(params: Params, paths: RunPaths) -> list[Path]:
     from tspipe.stages.pretrain import _inputs
 
@@ -152,7 +146,7 @@ STAGES["base"] = Stage(
     name="base",
     help="From-scratch pretraining in Kinetics' role (demo): GVF and fine-tunes start from it.",
     sections=("base", "pretrain", "clip"),
-    run_whole=_run_pretrain,
+    run_whole=_lazy("tspipe.stages.pretrain", "run"),
     inputs=_pretrain_inputs,
     outputs=_pretrain_outputs,
     code=_PRETRAIN_CODE,
@@ -177,7 +171,7 @@ STAGES["pretrain"] = Stage(
     name="pretrain",
     help="TSP (or TAC) fine-tuning of the encoder on the segments; extraction's weights.",
     sections=("pretrain", "clip"),
-    run_whole=_run_pretrain,
+    run_whole=_lazy("tspipe.stages.pretrain", "run"),
     inputs=_pretrain_inputs,
     outputs=_pretrain_outputs,
     code=_PRETRAIN_CODE,
@@ -196,17 +190,11 @@ STAGES["extract"] = Stage(
     per_variant=True,
 )
 
-def _run_evaluate(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
-    from tspipe.stages.evaluate import run
-
-    return run(params, paths, reporter)
-
-
 STAGES["evaluate"] = Stage(
     name="evaluate",
     help="Train BMN / G-TAD on the current feature version; score their proposals.",
     sections=("localize",),
-    run_whole=_run_evaluate,
+    run_whole=_lazy("tspipe.stages.evaluate", "run"),
     inputs=lambda params, paths: [paths.features_current, paths.annotations],
     outputs=lambda params, paths: [paths.metrics("localize"),
                                    *(paths.plot("evaluate", n)
@@ -220,17 +208,11 @@ STAGES["evaluate"] = Stage(
 )
 
 
-def _run_compare(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:
-    from tspipe.stages.compare import run
-
-    return run(params, paths, reporter)
-
-
 STAGES["compare"] = Stage(
     name="compare",
     help="One table of every variant's localization metrics (AUC, AR@100, mAP).",
     sections=("compare", "localize"),
-    run_whole=_run_compare,
+    run_whole=_lazy("tspipe.stages.compare", "run"),
     inputs=lambda params, paths: [
         f for v in params.compare.variants for f in (
             paths.for_variant(v).metrics("localize"), paths.for_variant(v).features_current)],

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class CompareStageResult:
     missing: list[str]  # variants without scores
     table: Path
     report: Path
-    markdown: str = field(repr=False, default="")
 
     def metrics(self) -> dict[str, float]:
         return {f"{r['variant']}.{r['method']}.{key}": float(r[key])
@@ -55,7 +54,7 @@ class CompareStageResult:
         return [self.report, self.table]
 
     def summary_markdown(self) -> str:
-        return self.markdown
+        return markdown_table(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         return result_dict(self)
@@ -124,5 +123,4 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> CompareStageResu
         f"mAP: detections at tIoU {tiou[0]}..{tiou[-1]}, in percent. `uniform` is the "
         "trivial baseline (sliding windows, constant score).\n"))
     reporter.message("compare:\n" + md)
-    return CompareStageResult(rows=rows, missing=missing, table=table, report=report,
-                              markdown=md)
+    return CompareStageResult(rows=rows, missing=missing, table=table, report=report)
