@@ -134,6 +134,18 @@ class ClipConfig(Section):
     crop: PosInt = 112
 
 
+class FlowConfig(Section):
+    """Stage ``flow``: optical flow of every decoded video for I3D's flow stream
+    (``tspipe.data.flow``): clip-rate frames, TV-L1 or Farneback, uint8 in ``data/flow/``."""
+
+    enabled: bool = False  # true when a variant extracts with a flow encoder (i3d_flow*)
+    method: Literal["tvl1", "farneback"] = "tvl1"
+    short_side: PosInt | None = None  # resize frames before flow; None keeps the decoded size
+    bound: PosFloat = 20.0  # clip to +-bound pixels, then 255 steps of uint8 (I3D: 20)
+    workers: PosInt = 2  # videos in parallel (one OpenCV thread each)
+    batch_size: PosInt = 50  # videos per Prefect task
+
+
 # Where the `base` stage writes its encoder (RunPaths.for_variant("base").pretrain_checkpoint).
 BASE_CHECKPOINT = "models/pretrain/base/checkpoint.pt"
 VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
@@ -360,6 +372,7 @@ class Params(Section):
     download: DownloadConfig = DownloadConfig()
     decode: DecodeConfig = DecodeConfig()
     clip: ClipConfig = ClipConfig()
+    flow: FlowConfig = FlowConfig()
     pretrain: PretrainConfig = PretrainConfig()
     gvf: GvfConfig = GvfConfig()
     extract: ExtractConfig = ExtractConfig()

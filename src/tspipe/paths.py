@@ -101,6 +101,18 @@ class RunPaths:
     def decode_report(self) -> Path:
         return self.data / "reports" / "decode_report.json"
 
+    @property
+    def flow_root(self) -> Path:
+        """The flow stage's folder: one quantized flow file per video, its report."""
+        return self.data / "flow"
+
+    def flow_file(self, video_id: str) -> Path:
+        return self.flow_root / "videos" / f"{safe_id(video_id)}.h5"
+
+    @property
+    def flow_report(self) -> Path:
+        return self.flow_root / "report.json"
+
     # -- products --------------------------------------------------------------------
     def model_dir(self, run: str) -> Path:
         return self._scoped(self.root / "models" / safe_id(run, what="run name"))

@@ -102,6 +102,17 @@ STAGES["decode"] = Stage(
     batching=_batching("tspipe.stages.decode"),
 )
 
+STAGES["flow"] = Stage(
+    name="flow",
+    help="Optical flow (TV-L1 or Farneback) of every decoded video, for I3D's flow stream.",
+    sections=("flow", "clip"),
+    extra_params=("decode.backend",),
+    inputs=lambda params, paths: [paths.decode_report],
+    outputs=lambda params, paths: [paths.flow_root, paths.metrics("flow")],
+    code=("tspipe.stages.flow", "tspipe.data.flow"),
+    batching=_batching("tspipe.stages.flow"),
+)
+
 _ENCODER_RUN_CODE = ("tspipe.stages.encoder_runs", "tspipe.extract.cli", "tspipe.extract.loader",
                      "tspipe.extract.preprocess", "tspipe.extract.runner",
                      "tspipe.extract.writers", "tspipe.data.clip_sampler",
