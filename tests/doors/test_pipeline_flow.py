@@ -20,7 +20,7 @@ def _runs(root):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
-RUNS = ["synth", "ingest", "download", "decode", "base", "gvf", "pretrain@tsp", "pretrain@tac",
+RUNS = ["synth", "ingest", "download", "decode", "flow", "base", "gvf", "pretrain@tsp", "pretrain@tac",
         "extract@tsp", "extract@tac", "evaluate@tsp", "evaluate@tac", "compare"]
 
 

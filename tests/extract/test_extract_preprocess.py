@@ -104,10 +104,41 @@ def test_other_specs_i3d_style_range():
     assert torch.all(out == -1)
 
 
+FLOW = InputSpec(frames=16, size=8, mean=(0.0, 0.0), std=(20.0, 20.0), channels=2,
+                 value_range=(-20.0, 20.0), flow_clip=20.0)
+
+
+def test_flow_is_resized_with_its_vectors_scaled_then_cropped_and_clipped():
+    prep = Preprocess.for_spec(FLOW, "reference", (12, 24))
+    assert prep.is_flow and prep.to_dict()["flow_clip"] == 20.0
+    # a uniform flow (u, v) = (3, -2) on 6x8 frames, resized to 12x24: x3 in x, x2 in y
+    flow = np.zeros((2, 6, 8, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 3.0, -2.0
+    out = prep(flow)
+    assert out.shape == (2, 2, 8, 8) and out.dtype == torch.float32
+    assert torch.allclose(out[0], torch.full_like(out[0], 9.0 / 20))
+    assert torch.allclose(out[1], torch.full_like(out[1], -4.0 / 20))
+    # a ramp in x keeps its values' order after the crop (columns 8..15 of 24)
+    ramp = np.zeros((1, 12, 24, 2), np.float32)
+    ramp[..., 0] = np.arange(24, dtype=np.float32)[None, None, :] - 12
+    got = Preprocess.for_spec(FLOW, "reference", (12, 24))(ramp)[0, 0, 0]
+    assert torch.allclose(got * 20, torch.arange(8, dtype=torch.float32) - 4)
+    # beyond the bound: clipped to +-1
+    big = np.full((1, 12, 24, 2), 50.0, np.float32)
+    assert torch.all(prep(big) == 1.0)
+    with pytest.raises(ValueError, match="float flow"):
+        prep(np.zeros((1, 12, 24, 2), np.uint8))
+    with pytest.raises(ConfigError, match="on the host"):
+        prep.frames(torch.zeros(1, 12, 24, 2))
+
+
 def test_bad_settings_are_refused():
-    flow = InputSpec(frames=16, size=224, mean=(0.0, 0.0), std=(20.0, 20.0), channels=2)
-    with pytest.raises(ConfigError, match="2 channels"):
-        Preprocess.for_spec(flow)
+    with pytest.raises(ConfigError, match="flow_clip"):
+        Preprocess.for_spec(InputSpec(frames=16, size=8, mean=(0.0, 0.0), std=(1.0, 1.0),
+                                      channels=2))
+    with pytest.raises(ConfigError, match="expects 4"):
+        Preprocess.for_spec(InputSpec(frames=16, size=8, mean=(0.0,) * 4, std=(1.0,) * 4,
+                                      channels=4))
     with pytest.raises(ConfigError, match="smaller"):
         Preprocess.for_spec(KINETICS_112, resize=(100, 171))
     with pytest.raises(ConfigError, match="mode"):

@@ -13,13 +13,19 @@ from tspipe.errors import ConfigError, TspipeError
 from tspipe.models import ENCODERS, VideoResNet, build_encoder, encoder_info, encoder_names
 
 RESNETS = ["r2plus1d_34", "r2plus1d_18", "r3d_18", "mc3_18", "r2plus1d_tiny", "r3d_tiny"]
-I3DS = ["i3d", "i3d_flow", "i3d_tiny"]
+I3DS = ["i3d", "i3d_flow", "i3d_tiny", "i3d_flow_tiny"]
 
 
 def test_names_and_families():
     assert encoder_names() == RESNETS + I3DS
     assert {n: ENCODERS[n].family for n in encoder_names()} == {
         **dict.fromkeys(RESNETS, "video_resnet"), **dict.fromkeys(I3DS, "i3d")}
+    # the input stream, and the channels the built model asks for
+    with torch.device("meta"):
+        for name in encoder_names():
+            stream = ENCODERS[name].stream
+            assert stream == ("flow" if "flow" in name else "rgb"), name
+            assert build_encoder(name).input_spec.channels == (2 if stream == "flow" else 3)
 
 
 @pytest.mark.parametrize("name", RESNETS + I3DS)
@@ -38,12 +44,12 @@ def test_every_name_builds_with_its_feature_dim(name):
         assert classifier.fc.weight.shape == (7, bare.feature_dim)
 
 
-@pytest.mark.parametrize("name", ["r2plus1d_tiny", "r3d_tiny", "i3d_tiny"])
+@pytest.mark.parametrize("name", ["r2plus1d_tiny", "r3d_tiny", "i3d_tiny", "i3d_flow_tiny"])
 def test_tiny_encoders_return_features_without_classifier(name):
     torch.manual_seed(0)
     model = build_encoder(name).eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 16, 64, 64))
+        out = model(torch.randn(1, model.input_spec.channels, 16, 64, 64))
     assert out.shape == (1, ENCODERS[name].feature_dim)
 
 

@@ -98,3 +98,44 @@ def test_flow_stage_writes_each_video_then_resumes_and_reports_failures(decoded,
     assert result.ok == 2
     kept = [f for f in files if f.stem != broken]
     assert all(read_flow(f).bound == 10.0 for f in kept)
+
+
+def test_flow_encoder_extracts_from_the_flow_files(decoded, repo_root):
+    """i3d_flow_tiny through the extract stage: one 128-d feature per window of each
+    video's flow; the flow settings are part of the version; a video without flow fails
+    by name and the others are written."""
+    from tspipe.extract import read_features
+
+    root = decoded
+    run = {"encoder": "i3d_flow_tiny", "workers": 0, "batch_size": 16}
+    write_params(root, repo_root, synth=TINY, extract=run)
+    with pytest.raises(Exception, match="flow.enabled: true"):
+        _run(root, "extract@main")
+
+    flow = {"enabled": True, "method": "farneback"}
+    write_params(root, repo_root, synth=TINY, flow=flow, extract=run)
+    _run(root, "flow")
+    videos = _videos(root)
+    gone = sorted(videos)[0]
+    (root / "data/flow/videos" / f"{gone}.h5").unlink()
+    result = _run(root, "extract@main")
+    assert (result.ok, result.failed) == (2, 1)
+    folder = root / "features/main" / result.feature_version
+    index = json.loads((folder / "index.json").read_text())
+    assert index["videos"][gone]["status"] == "failed"
+    assert "no flow file" in index["videos"][gone]["reason"]
+    assert index["params"]["flow"]["method"] == "farneback"
+    feats = {}
+    for shard in sorted(folder.glob("shard-*.h5")):
+        feats.update(read_features(shard))
+    sampler = ClipSampler.from_config(load_params(root / "params.yaml").clip)
+    assert sorted(feats) == sorted(set(videos) - {gone})
+    for vid, x in feats.items():
+        n = len(sampler.windows(sampler.frames_in(videos[vid]["standardized"]["duration"])))
+        assert x.shape == (n, 128) and np.isfinite(x).all(), vid
+        assert x.std(axis=0).mean() > 0  # windows differ: the flow moves
+
+    # other flow settings make another feature version
+    write_params(root, repo_root, synth=TINY, flow={**flow, "bound": 10.0}, extract=run)
+    _run(root, "flow")
+    assert _run(root, "extract@main").feature_version != result.feature_version

@@ -19,7 +19,7 @@ def paths(tmp_path):
 
 def test_instances_run_each_per_variant_stage_once_per_variant():
     assert instances(Params()) == [
-        "synth", "ingest", "download", "decode", "base", "gvf",
+        "synth", "ingest", "download", "decode", "flow", "base", "gvf",
         "pretrain@tsp", "pretrain@tac", "extract@tsp", "extract@tac",
         "evaluate@tsp", "evaluate@tac", "compare"]
     # Disabled stages are left out; a variant may switch its own pretrain off.

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -211,6 +211,39 @@ def read_flow(path: str | Path, *, video_id: str | None = None) -> FlowFile:
     except (OSError, KeyError) as exc:
         raise VideoError(path, f"not a readable tspipe flow file ({exc})",
                          video_id=video_id) from exc
+
+
+def iter_flow(path: str | Path, *, fps: float, video_id: str | None = None,
+              block: int = 64) -> Iterator[np.ndarray]:
+    """A flow file's frames in pixels, ``(H, W, 2) float32`` each, read ``block`` frames at
+    a time (a long video is never held whole). The file must have been made at ``fps``."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "no flow file: the flow stage has not made one for this video "
+                         "(run it; data/flow/report.json says why a video failed)",
+                         video_id=video_id)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise VideoError(path, f"not a readable tspipe flow file ({exc})",
+                         video_id=video_id) from exc
+    with f:
+        try:
+            data, bound, made_at = f[DATASET], float(f.attrs["bound"]), float(f.attrs["fps"])
+        except KeyError as exc:
+            raise VideoError(path, f"not a tspipe flow file (no {exc})",
+                             video_id=video_id) from exc
+        if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 2:
+            raise VideoError(path, f"dataset {DATASET!r} is {data.shape} {data.dtype}, not "
+                             "(T, H, W, 2) uint8", video_id=video_id)
+        if abs(made_at - float(fps)) > 1e-6:
+            raise VideoError(path, f"flow made at {made_at} fps, but clips are taken at "
+                             f"{fps} fps: rerun the flow stage at this clip rate",
+                             video_id=video_id)
+        for start in range(0, data.shape[0], block):
+            yield from dequantize(data[start:start + block], bound)
 
 
 def flow_settings_of(path: str | Path) -> dict[str, Any] | None:

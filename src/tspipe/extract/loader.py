@@ -120,7 +120,14 @@ class ClipBatch(NamedTuple):
 
 def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, *,
                      backend: str | None = "auto") -> Iterator[np.ndarray]:
-    """The video's frames at the clip rate, ``(H, W, 3) uint8``: clip frame 0, 1, ..."""
+    """The video's frames at the clip rate, ``(H, W, 3) uint8``: clip frame 0, 1, ...
+
+    For an optical-flow encoder (``prep.is_flow``) ``video.path`` is the video's flow file
+    (:mod:`tspipe.data.flow`, made at the clip rate) and its frames are ``(H, W, 2)``
+    flow in pixels, float32."""
+    if prep.is_flow:
+        yield from _flow_frames(video, sampler)
+        return
     if prep.mode == "fast":
         for item in decode(video.path, fps=float(sampler.fps), size=prep.decode_size,
                            backend=backend, video_id=video.video_id):
@@ -151,6 +158,12 @@ def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, 
             while source == i:  # a source frame may serve several clip frames (upsampling)
                 yield rgb
                 source = next(wanted)
+
+
+def _flow_frames(video: VideoInput, sampler: ClipSampler) -> Iterator[np.ndarray]:
+    from tspipe.data.flow import iter_flow
+
+    yield from iter_flow(video.path, fps=float(sampler.fps), video_id=video.video_id)
 
 
 def _source_indices(sampler: ClipSampler, source_fps: float) -> Iterator[int]:

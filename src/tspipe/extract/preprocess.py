@@ -95,10 +95,11 @@ class Preprocess:
         if self.mode not in MODES:
             raise ConfigError(f"preprocessing mode {self.mode!r}: choose one of "
                               f"{', '.join(MODES)}")
-        if self.spec.channels != 3:
-            raise ConfigError(f"preprocessing makes RGB clips, but the encoder expects "
-                              f"{self.spec.channels} channels (optical flow comes from "
-                              "tspipe.data.flow, not from frames)")
+        if self.spec.channels not in (3, 2):
+            raise ConfigError(f"preprocessing makes RGB (3 channels) or optical-flow (2) "
+                              f"clips, but the encoder expects {self.spec.channels}")
+        if self.is_flow and self.spec.flow_clip is None:
+            raise ConfigError("a 2-channel (optical flow) encoder must state its flow_clip")
         h, w = self.resize
         if min(h, w) < self.spec.size:
             raise ConfigError(f"resize {h}x{w} is smaller than the {self.spec.size}-pixel "
@@ -113,6 +114,14 @@ class Preprocess:
     @property
     def crop(self) -> int:
         return self.spec.size
+
+    @property
+    def is_flow(self) -> bool:
+        """Optical-flow input (2 channels): :meth:`__call__` takes ``(T, H, W, 2)`` flow in
+        pixels (``tspipe.data.flow``), resizes it like frames with the vectors scaled by
+        the same factors, crops, then clips and scales it (``spec``). Both modes do the
+        same: the flow was computed from decoded frames already."""
+        return self.spec.channels == 2
 
     @property
     def decode_size(self) -> Size | None:
@@ -134,8 +143,9 @@ class Preprocess:
                           for i in range(0, len(frames), step)], dim=1)
 
     def _chunk(self, frames: np.ndarray | Tensor | Sequence[np.ndarray]) -> Tensor:
-        x = self._cropped(torch.as_tensor(frames if isinstance(frames, np.ndarray | Tensor)
-                                          else np.stack(frames)))
+        x = torch.as_tensor(frames if isinstance(frames, np.ndarray | Tensor)
+                            else np.stack(frames))
+        x = self._cropped_flow(x) if self.is_flow else self._cropped(x)
         return self._normalized(x.permute(1, 0, 2, 3).contiguous())
 
     def frames(self, frames: Tensor, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
@@ -144,6 +154,9 @@ class Preprocess:
         :func:`gather_clips` of them). The ops of :meth:`__call__`, in ``chunk_bytes`` of
         full-size float32 at a time: every value is the same as there (bit for bit on the
         CPU), only the memory layout differs."""
+        if self.is_flow:
+            raise ConfigError("optical-flow clips are preprocessed on the host "
+                              "(preprocess_on: host or auto)")
         step = _chunk_frames(frames, chunk_bytes)
         parts = []
         for i in range(0, len(frames), step):
@@ -172,11 +185,27 @@ class Preprocess:
         i, j = center_crop_offsets(x.shape[-2], x.shape[-1], self.crop)
         return x[..., i:i + self.crop, j:j + self.crop]
 
+    def _cropped_flow(self, x: Tensor) -> Tensor:
+        """``(n, H, W, 2)`` flow in pixels -> ``(n, 2, crop, crop)`` in pixels of the
+        resized frame: bilinear resize as for frames (``antialias=False``), x scaled by
+        ``W'/W`` and y by ``H'/H``, then the centre crop."""
+        if not x.is_floating_point() or x.dim() != 4 or x.shape[-1] != 2:
+            raise ValueError(f"expected (T, H, W, 2) float flow, got {tuple(x.shape)} {x.dtype}")
+        x = x.permute(0, 3, 1, 2).to(torch.float32)
+        h, w = x.shape[-2:]
+        if (h, w) != tuple(self.resize):
+            x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False,
+                              antialias=False)
+            scale = torch.tensor([self.resize[1] / w, self.resize[0] / h], dtype=x.dtype)
+            x = x * scale.view(1, 2, 1, 1)
+        i, j = center_crop_offsets(x.shape[-2], x.shape[-1], self.crop)
+        return x[..., i:i + self.crop, j:j + self.crop]
+
     def _normalized(self, x: Tensor) -> Tensor:
         """``(C, n, h, w)`` in [0, 1] -> the encoder's value range, then Normalize
         (elementwise: the values do not depend on the memory layout)."""
         lo, hi = self.spec.value_range
-        if (lo, hi) != (0.0, 1.0):
+        if not self.is_flow and (lo, hi) != (0.0, 1.0):
             x = lo + (hi - lo) * x
         return self.spec.normalize(x.unsqueeze(0))[0]
 
@@ -184,7 +213,8 @@ class Preprocess:
         """What decides the numbers, for attributes and the feature version."""
         return {"mode": self.mode, "resize": list(self.resize), "crop": self.crop,
                 "mean": list(self.spec.mean), "std": list(self.spec.std),
-                "value_range": list(self.spec.value_range)}
+                "value_range": list(self.spec.value_range),
+                **({"flow_clip": self.spec.flow_clip} if self.is_flow else {})}
 
 
 def gather_clips(frames: Tensor, index: Tensor) -> Tensor:

@@ -173,7 +173,11 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
     reporter = reporter or NullReporter()
     device = resolve_device(device)
     cuda = device.type == "cuda"
-    where = resolve_preprocess_on(preprocess_on, device)
+    flow = spec.channels == 2
+    if flow and preprocess_on == "device":
+        raise ConfigError("optical-flow clips are preprocessed on the host: set "
+                          "preprocess_on to host or auto")
+    where = "host" if flow else resolve_preprocess_on(preprocess_on, device)
     if sampler.frames != spec.frames:
         log.warning("clips of %d frames for an encoder built for %d", sampler.frames,
                     spec.frames)

@@ -297,3 +297,8 @@ def i3d_tiny(num_classes: int | None = None, **overrides: object) -> InceptionI3
     defaults: dict[str, object] = {"in_channels": RGB_CHANNELS, "width_divisor": 8,
                                    "input_size": 64}
     return InceptionI3d(num_classes, **{**defaults, **overrides})  # type: ignore[arg-type]
+
+
+def i3d_flow_tiny(num_classes: int | None = None, **overrides: object) -> InceptionI3d:
+    """``i3d_tiny`` for the flow stream: 2 channels (x, y flow), 128-d features, 64x64."""
+    return i3d_tiny(num_classes, **{"in_channels": FLOW_CHANNELS, **overrides})

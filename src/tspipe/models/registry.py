@@ -20,11 +20,13 @@ Builder = Callable[..., nn.Module]
 
 class EncoderInfo(NamedTuple):
     """``builder(num_classes=None, **overrides)``, the clip feature size of the default
-    build, and the family (``"video_resnet"`` or ``"i3d"``)."""
+    build, the family (``"video_resnet"`` or ``"i3d"``) and the input: ``"rgb"`` frames
+    or ``"flow"`` (optical flow from the flow stage)."""
 
     builder: Builder
     feature_dim: int
     family: str
+    stream: str = "rgb"
 
 
 def _lazy_i3d(name: str) -> Builder:
@@ -47,8 +49,9 @@ ENCODERS: dict[str, EncoderInfo] = {
     "r3d_tiny": EncoderInfo(video_resnet.r3d_tiny, video_resnet.TINY_WIDTHS[-1],
                             "video_resnet"),
     "i3d": EncoderInfo(_lazy_i3d("i3d"), 1024, "i3d"),
-    "i3d_flow": EncoderInfo(_lazy_i3d("i3d_flow"), 1024, "i3d"),
+    "i3d_flow": EncoderInfo(_lazy_i3d("i3d_flow"), 1024, "i3d", "flow"),
     "i3d_tiny": EncoderInfo(_lazy_i3d("i3d_tiny"), 128, "i3d"),
+    "i3d_flow_tiny": EncoderInfo(_lazy_i3d("i3d_flow_tiny"), 128, "i3d", "flow"),
 }
 
 

@@ -123,6 +123,10 @@ def _encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
     def inputs(params: Params, paths: RunPaths) -> list[Path]:
         cfg = getattr(params, stage)
         files = [paths.decode_report]
+        from tspipe.models.registry import ENCODERS
+
+        if getattr(ENCODERS.get(cfg.encoder), "stream", "rgb") == "flow":
+            files.append(paths.flow_report)
         if cfg.checkpoint:
             files.append(paths.resolve(cfg.checkpoint))
         elif stage == "extract":

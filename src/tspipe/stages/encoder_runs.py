@@ -204,6 +204,12 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
                                                      device=cfg.device, amp=cfg.amp,
                                                      **dict(extra))}
     videos = decoded_videos(paths)
+    if loaded.spec.channels == 2:  # an optical-flow encoder reads the flow stage's files
+        videos, extra = flow_inputs(stage, cfg, params, paths, videos), {
+            **dict(extra), "flow": flow_settings(params).to_dict()}
+        id_params = {"stage": stage, **extraction_params(cfg.encoder, sampler, prep,
+                                                         device=cfg.device, amp=cfg.amp,
+                                                         **dict(extra))}
     manifest = manifest_sha256(videos, params)
     code_version = sha256_json([extract_code_version(), *code])
     version = feature_version(loaded.checkpoint_sha256, id_params, manifest, code_version)
@@ -211,6 +217,22 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
                       loaded=loaded, sampler=sampler, prep=prep, videos=videos,
                       id_params=id_params, manifest_sha256=manifest, code_version=code_version,
                       version=version, out_dir=out_root / version)
+
+
+def flow_inputs(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths,
+                videos: list[DecodedVideo]) -> list[DecodedVideo]:
+    """The flow stage's file of each decoded video (a missing one fails that video, by
+    name, when it is read)."""
+    if not params.flow.enabled:
+        raise ConfigError(f"{stage}.encoder {cfg.encoder} reads optical flow: set "
+                          "flow.enabled: true (and run the flow stage) first")
+    return [DecodedVideo(v.video_id, paths.flow_file(v.video_id), v.sha256) for v in videos]
+
+
+def flow_settings(params: Params) -> Any:
+    from tspipe.stages.flow import settings
+
+    return settings(params)
 
 
 # The last runs resolved, by what decides them: the flow asks for the batches and then
