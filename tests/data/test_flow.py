@@ -8,8 +8,16 @@ import h5py
 import numpy as np
 import pytest
 
-from tspipe.data.flow import (DEFAULT_BOUND, FlowSettings, dequantize, frames_flow, quantize,
-                              read_flow, video_flow, write_flow)
+from tspipe.data.flow import (
+    DEFAULT_BOUND,
+    FlowSettings,
+    dequantize,
+    frames_flow,
+    quantize,
+    read_flow,
+    video_flow,
+    write_flow,
+)
 from tspipe.data.video.encode import write_video
 from tspipe.errors import ConfigError, VideoError
 
@@ -124,7 +132,7 @@ def test_flow_file_round_trip_and_errors(tmp_path):
         write_flow(tmp_path / "w.h5", flow.astype(np.float32), settings)
     assert not (tmp_path / "w.h5").exists()
     (tmp_path / "bad.h5").write_bytes(b"not hdf5")
-    with pytest.raises(VideoError, match="bad.h5.*not a readable tspipe flow file"):
+    with pytest.raises(VideoError, match=r"bad\.h5.*not a readable tspipe flow file"):
         read_flow(tmp_path / "bad.h5", video_id="bad")
     with pytest.raises(ConfigError, match="choose one of tvl1, farneback"):
         FlowSettings(method="lucas", fps=15.0)  # type: ignore[arg-type]
@@ -133,5 +141,5 @@ def test_flow_file_round_trip_and_errors(tmp_path):
 def test_undecodable_video_is_a_video_error(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 1000)
-    with pytest.raises(VideoError, match="broken.mp4"):
+    with pytest.raises(VideoError, match=r"broken\.mp4"):
         video_flow(bad, FlowSettings(method="farneback", fps=15.0), video_id="broken")

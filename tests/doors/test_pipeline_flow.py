@@ -20,8 +20,8 @@ def _runs(root):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
-RUNS = ["synth", "ingest", "download", "decode", "flow", "base", "gvf", "pretrain@tsp", "pretrain@tac",
-        "extract@tsp", "extract@tac", "evaluate@tsp", "evaluate@tac", "compare"]
+RUNS = ["synth", "ingest", "download", "decode", "flow", "base", "gvf", "pretrain@tsp",
+        "pretrain@tac", "extract@tsp", "extract@tac", "evaluate@tsp", "evaluate@tac", "compare"]
 
 
 def test_pipeline_flow_end_to_end_then_cached(run_dir):

@@ -109,7 +109,7 @@ def test_flow_encoder_extracts_from_the_flow_files(decoded, repo_root):
     root = decoded
     run = {"encoder": "i3d_flow_tiny", "workers": 0, "batch_size": 16}
     write_params(root, repo_root, synth=TINY, extract=run)
-    with pytest.raises(Exception, match="flow.enabled: true"):
+    with pytest.raises(Exception, match=r"flow\.enabled: true"):
         _run(root, "extract@main")
 
     flow = {"enabled": True, "method": "farneback"}

@@ -171,13 +171,12 @@ def write_flow(dest: str | Path, flow: np.ndarray, settings: FlowSettings, *,
     if flow.dtype != np.uint8 or flow.ndim != 4 or flow.shape[-1] != 2:
         raise ValueError(f"expected (T, H, W, 2) uint8 flow, got {flow.shape} {flow.dtype}")
     t, h, w, _ = flow.shape
-    with atomic_path(dest) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(DATASET, data=flow, chunks=(1, h, w, 2), compression="lzf")
-            f.attrs.update({"method": settings.method, "bound": float(settings.bound),
-                            "fps": float(settings.fps), "height": h, "width": w,
-                            "frames": t, "source": source,
-                            "settings": json.dumps(settings.to_dict(), sort_keys=True)})
+    with atomic_path(dest) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(DATASET, data=flow, chunks=(1, h, w, 2), compression="lzf")
+        f.attrs.update({"method": settings.method, "bound": float(settings.bound),
+                        "fps": float(settings.fps), "height": h, "width": w,
+                        "frames": t, "source": source,
+                        "settings": json.dumps(settings.to_dict(), sort_keys=True)})
     return Path(dest)
 
 
