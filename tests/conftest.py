@@ -15,6 +15,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+# The ephemeral API server gets 20 s to start by default: not always enough on a busy
+# 2-core machine (a `tspipe run` subprocess timed out there).
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TSPIPE_CATALOG_URL",
              "TSPIPE_DEVICE"):

@@ -228,18 +228,25 @@ def encoder_import(
                                              "file or inferred from its keys and shapes).")]
     = None,
     origin: Annotated[str, typer.Option(help="official | pretrain | scratch.")] = "official",
+    inflate_from: Annotated[Path | None, typer.Option(
+        "--inflate-from", help="A 2D Inception-v1 (torchvision GoogLeNet) state_dict: inflate "
+        "it to I3D (the paper's ImageNet initialisation), write FILE, import that.")] = None,
+    stream: Annotated[str, typer.Option(help="With --inflate-from: rgb (i3d) or flow "
+                                        "(i3d_flow, first layer averaged over RGB).")] = "rgb",
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate a checkpoint (layout, shapes, sha256 prefix of released names) and record it
-    in the catalog and as an MLflow model version."""
+    in the catalog and as an MLflow model version. With --inflate-from, FILE is written
+    first: the 2D weights inflated to I3D (the catalog records the 2D file as its parent)."""
     import dataclasses
 
     from tspipe.encoders import import_encoder
 
     p, paths = _load(params, root)
-    result = import_encoder(file, p, paths, arch=arch, origin=origin)
+    result = import_encoder(file, p, paths, arch=arch, origin=origin,
+                            inflate_from=inflate_from, stream=stream)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
     else:

@@ -63,9 +63,57 @@ def infer_arch(ckpt: LoadedCheckpoint) -> str:
     return matches[0]
 
 
+INFLATED_SOURCE_ARCH = "inception_v1_2d"  # catalog arch of a 2D GoogLeNet file inflated
+
+
+def inflate_encoder(source: str | Path, dest: str | Path, *, stream: str = "rgb") -> Path:
+    """I3D's initialisation from 2D ImageNet weights: a torchvision GoogLeNet state_dict
+    (``source``, read with ``weights_only``) inflated by
+    :func:`tspipe.models.inflate.inflate_inception_v1` and written to ``dest`` as a tspipe
+    checkpoint of ``i3d`` (``stream="rgb"``) or ``i3d_flow`` (``"flow"``). The flow
+    stream's first convolution takes 2 channels: its RGB kernel is averaged over the 3
+    colour channels and copied to both flow channels (TSN's cross-modality
+    initialisation, the usual way to start a flow network from RGB weights)."""
+    from tspipe.models.checkpoints import save_checkpoint
+    from tspipe.models.inflate import inflate_inception_v1
+
+    if stream not in ("rgb", "flow"):
+        raise TspipeError(f"--stream {stream!r}: choose rgb or flow")
+    ckpt = read_checkpoint(source)
+    state = inflate_inception_v1(ckpt.state_dict)
+    arch = "i3d" if stream == "rgb" else "i3d_flow"
+    if stream == "flow":
+        key = "Conv3d_1a_7x7.conv3d.weight"
+        rgb = state[key]
+        state[key] = rgb.mean(dim=1, keepdim=True).repeat(1, 2, 1, 1, 1)
+    model = build_encoder(arch, num_classes=None)
+    model.load_state_dict(state, strict=False)  # num_batches_tracked may be absent
+    missing = [k for k in model.state_dict() if k not in state
+               and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise TspipeError(f"{source}: inflation left {len(missing)} {arch} tensors unset, "
+                          f"e.g. {missing[:3]}")
+    spec = model.input_spec
+    save_checkpoint(dest, model, arch=arch, num_classes=None,
+                    clip={"frames": spec.frames, "size": spec.size},
+                    normalization=spec.to_dict(),
+                    extra={"inflated_from": ckpt.sha256, "inflated_stream": stream})
+    return Path(dest)
+
+
 def import_encoder(path: str | Path, params: Params, paths: RunPaths, *,
-                   arch: str | None = None, origin: str = "official") -> ImportedEncoder:
-    """Validate ``path`` as encoder ``arch`` (inferred when None) and record it."""
+                   arch: str | None = None, origin: str = "official",
+                   inflate_from: str | Path | None = None, stream: str = "rgb"
+                   ) -> ImportedEncoder:
+    """Validate ``path`` as encoder ``arch`` (inferred when None) and record it. With
+    ``inflate_from`` (a 2D GoogLeNet file) ``path`` is first written by
+    :func:`inflate_encoder`, and the catalog records the 2D file as its parent."""
+    parent = None
+    if inflate_from is not None:
+        source = read_checkpoint(inflate_from)
+        inflate_encoder(source.path, path, stream=stream)
+        parent = source
+        arch = arch or ("i3d" if stream == "rgb" else "i3d_flow")
     path = Path(path).resolve()
     ckpt = read_checkpoint(path)  # sha256 prefix of released names checked here
     arch = arch or ckpt.metadata.get("arch") or infer_arch(ckpt)
@@ -84,8 +132,14 @@ def import_encoder(path: str | Path, params: Params, paths: RunPaths, *,
             run_id = run.run_id
             version = _register_model_version(tracker.client, arch, uri, run_id, ckpt)
     with open_catalog(params, paths) as cat:
+        if parent is not None:
+            cat.register_checkpoint(parent.sha256, arch=INFLATED_SOURCE_ARCH,
+                                    origin="official", uri=parent.path.resolve().as_uri(),
+                                    params={"layout": parent.layout,
+                                            "file": parent.path.name})
         cat.register_checkpoint(ckpt.sha256, arch=arch, origin=origin, uri=uri,
-                                mlflow_run_id=run_id, params=_params(ckpt, report.dropped))
+                                mlflow_run_id=run_id, params=_params(ckpt, report.dropped),
+                                parent_sha256=None if parent is None else parent.sha256)
     log.info("encoder %s (%s, %s layout) imported from %s", ckpt.sha256[:12], arch,
              ckpt.layout, path)
     return ImportedEncoder(sha256=ckpt.sha256, arch=arch, layout=ckpt.layout, uri=uri,

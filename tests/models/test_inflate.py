@@ -4,6 +4,7 @@ the I3D paper builds on (a repeated frame gives the 2D activations)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -174,3 +175,57 @@ def test_inflated_i3d_on_a_repeated_frame_equals_the_2d_network(googlenet):
     # The logits at that position are the 2D net's ImageNet logits (fc mapped to logits).
     logits = model.logits(model.dropout(pooled))[0, :, 6, 0, 0]
     torch.testing.assert_close(logits, out2d["logits"][0], rtol=0, atol=1e-9)
+
+
+def test_encoder_import_inflate_from_writes_i3d_and_records_the_2d_parent(
+        googlenet, tmp_path, repo_root):
+    """`tspipe encoder import FILE --inflate-from 2D.pth`: FILE is the inflated I3D (RGB,
+    or flow with the first layer averaged over RGB), the catalog holds it with the 2D file
+    as its parent, and extraction's loader reads it."""
+    import hashlib
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from tspipe.catalog import Catalog
+    from tspipe.cli import app
+    from tspipe.extract.cli import load_encoder
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["tracking"]["enabled"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    source = tmp_path / "googlenet.pth"
+    torch.save(googlenet.state_dict(), source)
+    sha2d = hashlib.sha256(source.read_bytes()).hexdigest()
+    expected = inflate_inception_v1(googlenet.state_dict())
+
+    runner = CliRunner()
+    for stream, arch in (("rgb", "i3d"), ("flow", "i3d_flow")):
+        out = tmp_path / f"{arch}_imagenet.pt"
+        res = runner.invoke(app, ["encoder", "import", str(out), "--inflate-from", str(source),
+                                  "--stream", stream, "--root", str(tmp_path), "--params",
+                                  str(tmp_path / "params.yaml"), "--json"])
+        assert res.exit_code == 0, res.output
+        record = json.loads(res.output[res.output.index("{\n"):])
+        assert record["arch"] == arch
+        loaded = load_encoder(arch, out)
+        state = loaded.model.state_dict()
+        for key, value in expected.items():
+            if key == "Conv3d_1a_7x7.conv3d.weight" and stream == "flow":
+                assert state[key].shape == (64, 2, 7, 7, 7)
+                mean = value.mean(dim=1)
+                assert torch.equal(state[key][:, 0], mean) and torch.equal(state[key][:, 1], mean)
+            else:
+                assert torch.equal(state[key], value), key
+        with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as cat:
+            rows = {r.sha256: r for r in cat.checkpoints()}
+        assert rows[record["sha256"]].parent_sha256 == sha2d
+        assert rows[sha2d].arch == "inception_v1_2d"
+
+    bad = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, bad)
+    res = runner.invoke(app, ["encoder", "import", str(tmp_path / "x.pt"), "--inflate-from",
+                              str(bad), "--root", str(tmp_path), "--params",
+                              str(tmp_path / "params.yaml")])
+    assert res.exit_code != 0 and "GoogLeNet state_dict lacks" in str(res.exception)
+    assert not (tmp_path / "x.pt").exists()
