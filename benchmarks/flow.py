@@ -21,6 +21,7 @@ baseline: decode frames/s), then:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = flow_function(method)
         fn(grays[0], grays[1])  # warm-up (first-call allocations)
         t0 = time.perf_counter()
-        out = [quantize(fn(a, b)) for a, b in zip(grays, grays[1:], strict=False)]
+        out = [quantize(fn(a, b)) for a, b in itertools.pairwise(grays)]
         flow_s[method] = (time.perf_counter() - t0) / (n - 1)
         flows[method] = np.stack([*out, out[-1]])
         print(f"{method:>10}: {1 / flow_s[method]:9.1f} frames/s  "
@@ -88,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream, name in (("rgb", args.encoder), ("flow", args.flow_encoder)):
         model = build_encoder(name).eval()
         prep = Preprocess.for_spec(model.input_spec, "reference")
-        if stream == "rgb":
-            x = prep(np.stack(frames))
-        else:
-            x = prep(dequantize(flows["farneback"]))
+        x = prep(np.stack(frames)) if stream == "rgb" else prep(dequantize(flows["farneback"]))
         clip = model.input_spec.frames
         clips = torch.stack([x[:, i:i + clip] for i in range(0, n - clip + 1, clip)])
         with torch.inference_mode():
