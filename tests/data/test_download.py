@@ -337,8 +337,10 @@ def test_killed_run_leaves_no_partial_file_and_rerun_matches_clean_run(
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and child.poll() is None:
+            # kill while a download is in flight (a .part exists), after 3 are recorded
             if manifest_a.exists() and sum(e.status == "ok" for e in
-                                           read_manifest(manifest_a).values()) >= 3:
+                                           read_manifest(manifest_a).values()) >= 3 \
+                    and list((run_a / "videos").glob("*.part")):
                 break
             time.sleep(0.05)
         assert child.poll() is None, "the child finished before it could be killed"

@@ -186,6 +186,9 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
             batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
             calls = [(list(b.ids), b.key, not stage.batching.batch_done(params, paths, b))
                      for b in stage.batching.batches(params, paths)]
+            # No batch at all (a disabled flow stage): nothing to compute; "cached" when
+            # its outputs are already there.
+            nothing_to_do = not calls and stage.outputs_present(params, paths)
             cfg = getattr(params, stage.name, None)
             if getattr(cfg, "runner", "local") == "ray":
                 cached_flags = ray_batches_flow.with_options(
@@ -201,7 +204,7 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
                     st.result()  # raise the first failure
                     cached_flags.append(st.name == "Cached")
             result = finalize_task(name, params_path, root, run.run_id)
-            cached = bool(cached_flags) and all(cached_flags)
+            cached = all(cached_flags) if cached_flags else nothing_to_do
         record_task(name, result, params_path, root, run.run_id, cached)
     create_markdown_artifact(_markdown(name, result, cached), key=artifact_key(name),
                              description=f"tspipe stage {name}")
