@@ -82,3 +82,27 @@ def test_dataloader_workers_change_no_number(synth_set, tmp_path):
     a, b = (state_dict_of(r.model_checkpoint) for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["valid_loss"] for r in runs[0].epochs] == [r["valid_loss"] for r in runs[1].epochs]
+
+
+@pytest.mark.slow
+def test_i3d_is_a_tsp_backbone(synth_set, tmp_path):
+    """The method is encoder-agnostic: I3D (the tiny member, 16 frames at 64 px, 128-d
+    like the GVF here) fine-tunes with both heads and leaves an encoder extraction loads."""
+    from tspipe.config import ClipConfig
+
+    clip = ClipConfig(frames=16, fps=15, stride=16, resize=(73, 98), crop=64)
+    cfg = pretrain_config(synth_set, encoder="i3d_tiny", init_checkpoint=None, epochs=4,
+                          clips_per_segment=4, lr_heads=0.004, lr_backbone=0.02)
+    result = train(cfg, clip, groundtruth=synth_set.groundtruth, videos=synth_set.videos,
+                   out_dir=tmp_path / "out", gvf=synth_set.gvf)
+    first, last = result.epochs[0], result.epochs[-1]
+    assert last["train_loss"] < 0.8 * first["train_loss"]
+    assert last["train_action_acc"] > first["train_action_acc"]
+    loaded = load_encoder("i3d_tiny", result.encoder_checkpoint)
+    assert (loaded.spec.frames, loaded.spec.size, loaded.spec.mean) == (16, 64, (0.5,) * 3)
+    ckpt = read_checkpoint(result.model_checkpoint)
+    assert ckpt.heads["fc2.weight"].shape == (2, 2 * 128)
+    assert not any(k.startswith("logits") for k in ckpt.backbone)
+    x = torch.zeros(1, 3, 16, 64, 64)
+    assert loaded.model.eval()(x).shape == (1, 128)
+    print({k: round(v, 3) for k, v in last.items()})
