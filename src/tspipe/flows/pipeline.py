@@ -55,7 +55,7 @@ def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
 
 @flow(name="tspipe-pipeline")
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
-    """Run every enabled stage in order (synth -> ingest -> download -> decode -> base ->
+    """Run every enabled stage in order (synth -> ingest -> download -> decode -> flow -> base ->
     gvf -> pretrain, extract and evaluate per variant -> compare), each a subflow with its
     own MLflow run under the pipeline's; then record the state in dvc.lock."""
     params, paths = load(params_path, root)
