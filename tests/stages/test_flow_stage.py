@@ -4,6 +4,8 @@ video that fails, settings that change recompute, and the disabled default."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,14 +30,20 @@ def _run(root, stage):
     return run_stage(stage, params, paths, NullReporter(), track=False).result
 
 
-@pytest.fixture
-def decoded(tmp_path, repo_root):
-    root = tmp_path / "run"
+@pytest.fixture(scope="module")
+def decoded_once(tmp_path_factory, repo_root):
+    root = tmp_path_factory.mktemp("flow") / "run"
     root.mkdir()
     write_params(root, repo_root, synth=TINY)
     for stage in ("synth", "ingest", "download", "decode"):
         _run(root, stage)
     return root
+
+
+@pytest.fixture
+def decoded(decoded_once, tmp_path):
+    """A private copy of the decoded run (every path in it is relative to its root)."""
+    return Path(shutil.copytree(decoded_once, tmp_path / "run"))
 
 
 def _videos(root):
