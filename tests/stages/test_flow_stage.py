@@ -71,9 +71,10 @@ def test_flow_stage_writes_each_video_then_resumes_and_reports_failures(decoded,
         n = sampler.frames_in(rep["standardized"]["duration"])
         assert flow.flow.shape == (n, 48, 64, 2), vid  # one per clip-rate frame, decoded size
         assert flow.method == "farneback" and flow.fps == 15.0
-        # SynthActions moves its actor and jitters its camera: some flow, within the bound
-        px = dequantize(flow.flow)
-        assert 0.05 < np.abs(px).mean() < 5.0, vid
+        # SynthActions moves its actor and jitters its camera: pixels that move by more
+        # than a pixel (zero flow reads back as 0.078 px: the uint8 step), within the bound
+        speed = np.hypot(*dequantize(flow.flow).transpose(3, 0, 1, 2))
+        assert 0.02 < (speed > 1.0).mean() < 0.5 and speed.mean() < 5.0, vid  # 11-24% here
         total += n
     assert result.frames == total
     metrics = json.loads((root / "metrics/flow.json").read_text())

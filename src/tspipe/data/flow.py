@@ -32,6 +32,8 @@ per call: the flow stage runs videos in parallel instead (``flow.workers``).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -156,11 +158,11 @@ def video_flow(path: str | Path, settings: FlowSettings, *, video_id: str | None
     frames = (item.frame for item in decode(path, fps=settings.fps,
                                             short_side=settings.short_side,
                                             backend=settings.backend, video_id=video_id))
-    try:
-        return frames_flow(frames, settings.method, settings.bound)
-    except ValueError as exc:
+    first = next(frames, None)
+    if first is None:
         raise VideoError(path, f"no frames at {settings.fps} fps to compute flow from",
-                         video_id=video_id) from exc
+                         video_id=video_id)
+    return frames_flow(itertools.chain([first], frames), settings.method, settings.bound)
 
 
 def write_flow(dest: str | Path, flow: np.ndarray, settings: FlowSettings, *,
@@ -194,31 +196,12 @@ class FlowFile(NamedTuple):
         return dequantize(self.flow[start:stop], self.bound)
 
 
-def read_flow(path: str | Path, *, video_id: str | None = None) -> FlowFile:
-    """Read a flow file; a missing or malformed one raises :class:`VideoError` naming it."""
+@contextlib.contextmanager
+def _open_flow(path: Path, video_id: str | None) -> Iterator[tuple[Any, Any]]:
+    """The checked ``flow`` dataset and attributes of a flow file, or a VideoError naming
+    the file and what is wrong with it."""
     import h5py
 
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            data = f[DATASET]
-            if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 2:
-                raise VideoError(path, f"dataset {DATASET!r} is {data.shape} {data.dtype}, "
-                                 "not (T, H, W, 2) uint8", video_id=video_id)
-            return FlowFile(data[()], float(f.attrs["bound"]), float(f.attrs["fps"]),
-                            str(f.attrs["method"]), json.loads(f.attrs["settings"]))
-    except (OSError, KeyError) as exc:
-        raise VideoError(path, f"not a readable tspipe flow file ({exc})",
-                         video_id=video_id) from exc
-
-
-def iter_flow(path: str | Path, *, fps: float, video_id: str | None = None,
-              block: int = 64) -> Iterator[np.ndarray]:
-    """A flow file's frames in pixels, ``(H, W, 2) float32`` each, read ``block`` frames at
-    a time (a long video is never held whole). The file must have been made at ``fps``."""
-    import h5py
-
-    path = Path(path)
     if not path.exists():
         raise VideoError(path, "no flow file: the flow stage has not made one for this video "
                          "(run it; data/flow/report.json says why a video failed)",
@@ -229,14 +212,30 @@ def iter_flow(path: str | Path, *, fps: float, video_id: str | None = None,
         raise VideoError(path, f"not a readable tspipe flow file ({exc})",
                          video_id=video_id) from exc
     with f:
-        try:
-            data, bound, made_at = f[DATASET], float(f.attrs["bound"]), float(f.attrs["fps"])
-        except KeyError as exc:
-            raise VideoError(path, f"not a tspipe flow file (no {exc})",
-                             video_id=video_id) from exc
+        if DATASET not in f or not {"bound", "fps", "method", "settings"} <= set(f.attrs):
+            raise VideoError(path, "not a tspipe flow file (no flow dataset or attributes)",
+                             video_id=video_id)
+        data = f[DATASET]
         if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 2:
             raise VideoError(path, f"dataset {DATASET!r} is {data.shape} {data.dtype}, not "
                              "(T, H, W, 2) uint8", video_id=video_id)
+        yield data, f.attrs
+
+
+def read_flow(path: str | Path, *, video_id: str | None = None) -> FlowFile:
+    """Read a whole flow file; a missing or malformed one raises :class:`VideoError`."""
+    with _open_flow(Path(path), video_id) as (data, attrs):
+        return FlowFile(data[()], float(attrs["bound"]), float(attrs["fps"]),
+                        str(attrs["method"]), json.loads(attrs["settings"]))
+
+
+def iter_flow(path: str | Path, *, fps: float, video_id: str | None = None,
+              block: int = 64) -> Iterator[np.ndarray]:
+    """A flow file's frames in pixels, ``(H, W, 2) float32`` each, read ``block`` frames at
+    a time (a long video is never held whole). The file must have been made at ``fps``."""
+    path = Path(path)
+    with _open_flow(path, video_id) as (data, attrs):
+        bound, made_at = float(attrs["bound"]), float(attrs["fps"])
         if abs(made_at - float(fps)) > 1e-6:
             raise VideoError(path, f"flow made at {made_at} fps, but clips are taken at "
                              f"{fps} fps: rerun the flow stage at this clip rate",

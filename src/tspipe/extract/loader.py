@@ -126,7 +126,9 @@ def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, 
     (:mod:`tspipe.data.flow`, made at the clip rate) and its frames are ``(H, W, 2)``
     flow in pixels, float32."""
     if prep.is_flow:
-        yield from _flow_frames(video, sampler)
+        from tspipe.data.flow import iter_flow
+
+        yield from iter_flow(video.path, fps=float(sampler.fps), video_id=video.video_id)
         return
     if prep.mode == "fast":
         for item in decode(video.path, fps=float(sampler.fps), size=prep.decode_size,
@@ -158,12 +160,6 @@ def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, 
             while source == i:  # a source frame may serve several clip frames (upsampling)
                 yield rgb
                 source = next(wanted)
-
-
-def _flow_frames(video: VideoInput, sampler: ClipSampler) -> Iterator[np.ndarray]:
-    from tspipe.data.flow import iter_flow
-
-    yield from iter_flow(video.path, fps=float(sampler.fps), video_id=video.video_id)
 
 
 def _source_indices(sampler: ClipSampler, source_fps: float) -> Iterator[int]:

@@ -200,16 +200,13 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
     resize = cfg.resize or (params.clip.resize if params.clip.crop == loaded.spec.size
                             else default_resize(loaded.spec.size))
     prep = Preprocess.for_spec(loaded.spec, cfg.preprocessing, resize)
+    videos = decoded_videos(paths)
+    if prep.is_flow:  # an optical-flow encoder reads the flow stage's files
+        videos = flow_inputs(stage, cfg, params, paths, videos)
+        extra = {**dict(extra), "flow": flow_settings(params).to_dict()}
     id_params = {"stage": stage, **extraction_params(cfg.encoder, sampler, prep,
                                                      device=cfg.device, amp=cfg.amp,
                                                      **dict(extra))}
-    videos = decoded_videos(paths)
-    if loaded.spec.channels == 2:  # an optical-flow encoder reads the flow stage's files
-        videos, extra = flow_inputs(stage, cfg, params, paths, videos), {
-            **dict(extra), "flow": flow_settings(params).to_dict()}
-        id_params = {"stage": stage, **extraction_params(cfg.encoder, sampler, prep,
-                                                         device=cfg.device, amp=cfg.amp,
-                                                         **dict(extra))}
     manifest = manifest_sha256(videos, params)
     code_version = sha256_json([extract_code_version(), *code])
     version = feature_version(loaded.checkpoint_sha256, id_params, manifest, code_version)
