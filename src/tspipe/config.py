@@ -247,6 +247,13 @@ class GvfConfig(EncoderRunConfig):
 
 class ExtractConfig(EncoderRunConfig):
     dtype: Literal["float32", "float16"] = "float32"  # on disk
+    # I3D two-stream: a second, optical-flow encoder (i3d_flow, i3d_flow_tiny) run over the
+    # flow stage's files. Each stream is its own feature version; the version the stage
+    # hands on (current.json) is their per-clip concatenation, RGB first.
+    flow_encoder: str | None = None
+    # The flow stream's weights (e.g. flow_imagenet.pt); None: seeded random weights (seed
+    # below) if allow_random_init, as for the RGB stream.
+    flow_checkpoint: str | None = None
     # Written beside the shards by the stage: npy (OpenTAD / ActionFormer), csv (BMN),
     # h5 (one merged file, TSP-style).
     export: list[Literal["npy", "csv", "h5"]] = []

@@ -107,14 +107,28 @@ def _record_decode(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                     mlflow_run_id: str | None) -> None:
-    """The checkpoint, the feature version (complete) and every video's status in it.
+    """The checkpoint, the feature version (complete) and every video's status in it; with
+    two streams, each stream's version first and then the concatenation with its sources.
     Recording the same version again changes nothing (same id, same rows)."""
+    from types import SimpleNamespace
+
+    dataset_id = _dataset_id(cat, paths, params)
+    for stream in result.streams.values():
+        _record_feature_version(cat, SimpleNamespace(**stream), params, paths, dataset_id,
+                                mlflow_run_id)
+    _record_feature_version(cat, result, params, paths, dataset_id, mlflow_run_id)
+    if result.streams:
+        cat.record_feature_sources(result.feature_version, [
+            (name, stream["feature_version"]) for name, stream in result.streams.items()])
+
+
+def _record_feature_version(cat: Catalog, result: Any, params: Params, paths: RunPaths,
+                            dataset_id: int, mlflow_run_id: str | None) -> None:
     import json
 
     from tspipe.catalog import FeatureVideoRow
     from tspipe.provenance import git_commit
 
-    dataset_id = _dataset_id(cat, paths, params)
     ckpt_uri = Path(result.checkpoint).as_uri() if result.checkpoint else None
     # A checkpoint the catalog knows keeps its row (a pretrain output named explicitly in
     # extract.checkpoint stays origin "pretrain", with its lineage).

@@ -40,8 +40,8 @@ def _execute(url: str, sql: str) -> None:
 
 def test_migrate_from_empty_then_every_call(catalog_url: str) -> None:
     assert current_revision(catalog_url) is None
-    assert upgrade(catalog_url) == head_revision() == "0002"
-    assert current_revision(catalog_url) == "0002"
+    assert upgrade(catalog_url) == head_revision() == "0003"
+    assert current_revision(catalog_url) == "0003"
     with Catalog(catalog_url) as catalog:
         filled = fill(catalog)
 

@@ -23,7 +23,7 @@ def _json(*args: str) -> object:
 def test_every_command(catalog_url: str) -> None:
     upgraded = runner.invoke(app, ["upgrade", "--url", catalog_url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0002" in upgraded.stdout
+    assert "revision 0003" in upgraded.stdout
     with Catalog(catalog_url) as catalog:
         filled = fill(catalog)
     url = ("--url", catalog_url)

@@ -148,3 +148,92 @@ def test_flow_encoder_extracts_from_the_flow_files(decoded, repo_root):
     write_params(root, repo_root, synth=TINY, flow={**flow, "bound": 10.0}, extract=run)
     _run(root, "flow")
     assert _run(root, "extract@main").feature_version != result.feature_version
+
+
+def test_two_stream_extraction_concatenates_rgb_and_flow_and_records_the_sources(
+        decoded, repo_root):
+    """extract.flow_encoder: an RGB and a flow version (the ids single-stream runs get) and
+    their per-clip concatenation, RGB first, as the current version; a video without flow
+    fails by name in the concatenation; the catalog links the three; a rerun does nothing
+    and a lost concatenation shard is remade from the streams, not re-encoded."""
+    from tspipe.catalog import Catalog
+    from tspipe.extract import read_features
+
+    root = decoded
+    flow = {"enabled": True, "method": "farneback"}
+    two = {"encoder": "i3d_tiny", "flow_encoder": "i3d_flow_tiny", "workers": 0,
+           "batch_size": 16}
+    write_params(root, repo_root, synth=TINY, flow=flow, extract=two)
+    _run(root, "flow")
+    videos = _videos(root)
+    gone = sorted(videos)[-1]
+    (root / "data/flow/videos" / f"{gone}.h5").unlink()
+    result = _run(root, "extract@main")
+    rgb, flw = result.streams["rgb"], result.streams["flow"]
+    assert (result.encoder, result.feature_dim) == ("i3d_tiny+i3d_flow_tiny", 256)
+    assert (rgb["ok"], flw["ok"], result.ok, result.failed) == (3, 2, 2, 1)
+    assert (rgb["feature_dim"], flw["feature_dim"]) == (128, 128)
+    current = json.loads((root / "features/main/current.json").read_text())
+    assert current["feature_version"] == result.feature_version
+    base = root / "features/main"
+
+    def feats(version):
+        out = {}
+        for shard in sorted((base / version).glob("shard-*.h5")):
+            out.update(read_features(shard))
+        return out
+
+    cat, r, f = feats(result.feature_version), feats(rgb["feature_version"]), feats(
+        flw["feature_version"])
+    assert sorted(cat) == sorted(set(videos) - {gone}) and sorted(r) == sorted(videos)
+    for vid, x in cat.items():
+        assert x.shape == (len(r[vid]), 256), vid
+        np.testing.assert_array_equal(x[:, :128], r[vid])
+        np.testing.assert_array_equal(x[:, 128:], f[vid])
+        # two different encoders (seeded random: tiny values, so relative to their size)
+        assert np.abs(r[vid] - f[vid]).max() > 0.1 * np.abs(r[vid]).max() > 0, vid
+    index = json.loads((base / result.feature_version / "index.json").read_text())
+    assert index["sources"] == {"rgb": rgb["feature_version"], "flow": flw["feature_version"]}
+    assert index["videos"][gone]["reason"].startswith("flow stream: ")
+    assert "no flow file" in index["videos"][gone]["reason"]
+
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as catalog:
+        lineage = catalog.show(result.feature_version)
+        assert [(s.position, s.stream, s.feature.id, s.feature.feature_dim)
+                for s in lineage.sources] == [(0, "rgb", rgb["feature_version"], 128),
+                                              (1, "flow", flw["feature_version"], 128)]
+        assert lineage.feature.encoder == "i3d_tiny+i3d_flow_tiny"
+        assert lineage.video_counts.ok == 2 and lineage.video_counts.failed == 1
+        assert catalog.show(flw["feature_version"]).video_counts.failed == 1
+        assert catalog.show(rgb["feature_version"]).sources == ()
+
+    # a rerun: all three versions are complete, no file is rewritten
+    def stamps():
+        return {p: p.stat().st_mtime_ns for p in base.glob("*/shard-*")}
+
+    before = stamps()
+    assert len(before) == 6  # three versions: one shard and its report each
+    again = _run(root, "extract@main")
+    assert again.feature_version == result.feature_version and stamps() == before
+    # the concatenation shard lost: remade from the stream shards (no encoder runs)
+    lost = sorted((base / result.feature_version).glob("shard-*"))
+    for p in lost:
+        p.unlink()
+    _run(root, "extract@main")
+    after = stamps()
+    assert {p: t for p, t in after.items() if p not in lost} == {
+        p: t for p, t in before.items() if p not in lost} and all(p in after for p in lost)
+    assert all(np.array_equal(feats(result.feature_version)[v], x) for v, x in cat.items())
+
+    # the RGB stream is the version an RGB-only run of the same encoder gets
+    write_params(root, repo_root, synth=TINY, flow=flow,
+                 extract={**two, "flow_encoder": None})
+    alone = _run(root, "extract@main")
+    assert (alone.feature_version, alone.streams) == (rgb["feature_version"], {})
+    assert stamps() == after
+
+    # a flow encoder as the RGB stream, or an RGB one as the flow stream: refused
+    write_params(root, repo_root, synth=TINY, flow=flow,
+                 extract={**two, "flow_encoder": "i3d_tiny"})
+    with pytest.raises(Exception, match="not an optical-flow encoder"):
+        _run(root, "extract@main")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -30,6 +30,7 @@ from tspipe.catalog.models import (
     Dataset,
     Evaluation,
     FeatureVersion,
+    FeatureVersionSource,
     FeatureVideo,
     Video,
     utcnow,
@@ -295,6 +296,31 @@ class Catalog:
             return len(values)
 
         return self._write(f"record videos of {item}", work)
+
+    def record_feature_sources(self, feature_version_id: str,
+                               sources: Sequence[tuple[str, str]]) -> int:
+        """Record that ``feature_version_id`` concatenates ``sources`` (``(stream, source
+        version id)`` in order); recording the same sources again changes nothing, other
+        sources replace them. Every version must be in the catalog."""
+        fid = feature_version_id
+        item = f"feature version {fid[:12]}"
+        if len(sources) < 2:
+            raise CatalogError(f"{item}: a concatenation has at least two sources")
+        if fid in {s for _, s in sources}:
+            raise CatalogError(f"{item}: a version cannot be its own source")
+
+        def work(session: Session) -> int:
+            q.require(session, FeatureVersion, fid, "feature version")
+            for stream, source in sources:
+                q.require(session, FeatureVersion, source, f"{item}: {stream} source")
+            session.execute(delete(FeatureVersionSource)
+                            .where(FeatureVersionSource.feature_version_id == fid))
+            session.add_all(FeatureVersionSource(feature_version_id=fid, position=i,
+                                                 source_id=source, stream=stream)
+                            for i, (stream, source) in enumerate(sources))
+            return len(sources)
+
+        return self._write(f"record sources of {item}", work)
 
     def record_evaluations(
         self, feature_version_id: str, *, method: str, subset: str,

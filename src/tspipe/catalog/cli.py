@@ -144,6 +144,12 @@ def show(
            ["sha256", "arch", "origin", "uri", "params", "mlflow run"],
            [(c.sha256[:_SHORT], c.arch, c.origin, c.uri, json.dumps(c.params, sort_keys=True),
              c.mlflow_run_id) for c in (lineage.checkpoint, *lineage.ancestors)])
+    if lineage.sources:
+        _table("sources (concatenated per clip, in this order)",
+               ["position", "stream", "feature version", "encoder", "checkpoint", "dim"],
+               [(str(src.position), src.stream, src.feature.id[:_SHORT], src.feature.encoder,
+                 src.feature.checkpoint_sha256[:_SHORT], str(src.feature.feature_dim))
+                for src in lineage.sources])
     _table("evaluations", ["method", "subset", "metric", "value", "mlflow run"],
            [(e.method, e.subset, e.metric, f"{e.value:.4f}", e.mlflow_run_id)
             for e in lineage.evaluations])

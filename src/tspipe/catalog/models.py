@@ -156,6 +156,19 @@ class FeatureVideo(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class FeatureVersionSource(Base):
+    """A feature version made from others (I3D two-stream: RGB ++ flow): each source version
+    with its place in the concatenation (``position`` 0 first) and its stream name."""
+
+    __tablename__ = "feature_version_sources"
+
+    feature_version_id: Mapped[str] = mapped_column(ForeignKey("feature_versions.id"),
+                                                    primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("feature_versions.id"))
+    stream: Mapped[str] = mapped_column(String(32))
+
+
 class Evaluation(Base):
     """One number a localization method scored with a feature version on a subset."""
 

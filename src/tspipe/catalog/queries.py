@@ -16,6 +16,7 @@ from tspipe.catalog.models import (
     Dataset,
     Evaluation,
     FeatureVersion,
+    FeatureVersionSource,
     FeatureVideo,
     Video,
 )
@@ -26,6 +27,7 @@ from tspipe.catalog.records import (
     ComparisonRow,
     DatasetRecord,
     FeatureLineage,
+    FeatureSourceRecord,
     FeatureVersionRecord,
     FeatureVideoCounts,
     FeatureVideoRecord,
@@ -167,10 +169,15 @@ def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
         .order_by(Evaluation.method, Evaluation.subset, Evaluation.metric)))
     runs = [version.mlflow_run_id, checkpoint.mlflow_run_id,
             *(a.mlflow_run_id for a in ancestors), *(e.mlflow_run_id for e in evaluations)]
+    sources = tuple(FeatureSourceRecord(row.position, row.stream, feature(session, row.source_id))
+                    for row in session.scalars(
+                        select(FeatureVersionSource)
+                        .where(FeatureVersionSource.feature_version_id == version.id)
+                        .order_by(FeatureVersionSource.position)))
     return FeatureLineage(
         feature=version, dataset=dataset, checkpoint=checkpoint, ancestors=tuple(ancestors),
         evaluations=evaluations, mlflow_run_ids=tuple(dict.fromkeys(r for r in runs if r)),
-        video_counts=feature_video_counts(session, version.id))
+        video_counts=feature_video_counts(session, version.id), sources=sources)
 
 
 def best(session: Session, metric: str, dataset: str | int | None = None,

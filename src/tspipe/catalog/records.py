@@ -153,12 +153,22 @@ class EvaluationRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureSourceRecord:
+    """One version a concatenated feature version is made of, at ``position`` (0 first)."""
+
+    position: int
+    stream: str
+    feature: FeatureVersionRecord
+
+
+@dataclass(frozen=True, slots=True)
 class FeatureLineage:
     """Everything a feature version came from and every score it got.
 
     ``ancestors`` walks the checkpoint's parents (the pretrain's init, its init, ...);
     ``mlflow_run_ids`` names every MLflow run involved, feature run first;
-    ``video_counts`` sums the version's per-video rows (all 0 when none were recorded).
+    ``video_counts`` sums the version's per-video rows (all 0 when none were recorded);
+    ``sources`` are the versions it concatenates, in order (empty for an encoder's own).
     """
 
     feature: FeatureVersionRecord
@@ -168,6 +178,7 @@ class FeatureLineage:
     evaluations: tuple[EvaluationRecord, ...]
     mlflow_run_ids: tuple[str, ...]
     video_counts: FeatureVideoCounts = dataclasses.field(default_factory=FeatureVideoCounts)
+    sources: tuple[FeatureSourceRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

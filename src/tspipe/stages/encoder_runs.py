@@ -238,14 +238,14 @@ _RUNS: dict[tuple[str, ...], EncoderRun] = {}
 
 
 def cached_run(stage: str, params: Params, paths: RunPaths,
-               make: Callable[[Params, RunPaths], EncoderRun]) -> EncoderRun:
+               make: Callable[[Params, RunPaths], EncoderRun], tag: str = "") -> EncoderRun:
     """``make(params, paths)``, reused while the params, the decode report and the
-    weights file are unchanged."""
+    weights files are unchanged (``tag`` tells apart several runs of one stage)."""
     cfg: EncoderRunConfig = getattr(params, stage)
-    files = [paths.decode_report, *(p for p in (paths.resolve(cfg.checkpoint)
-                                                 if cfg.checkpoint else None,
-                                                 pretrained_weights(params, paths)) if p)]
-    key = (stage, str(paths.root), str(paths.variant), params.model_dump_json(),
+    named = [c for c in (cfg.checkpoint, getattr(cfg, "flow_checkpoint", None)) if c]
+    files = [paths.decode_report, *(paths.resolve(c) for c in named),
+             *(p for p in (pretrained_weights(params, paths),) if p)]
+    key = (stage, tag, str(paths.root), str(paths.variant), params.model_dump_json(),
            *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" if p.exists() else f"{p}:-"
              for p in files))
     if key not in _RUNS:

@@ -11,6 +11,14 @@ runs, ``persist: true``)::
 
 A shard resumes video by video (:class:`~tspipe.extract.writers.H5FeatureWriter` parts).
 
+**Two streams (I3D).** With ``extract.flow_encoder`` set, ``extract.encoder`` is the RGB
+stream and the flow encoder reads the flow stage's files: each stream is a feature version
+of its own (``F/<rgb version>/``, ``F/<flow version>/``, the same ids as single-stream
+runs of those encoders would get), and a third version holds their per-clip
+concatenation (:mod:`tspipe.extract.concat`, RGB first), whose index names both sources.
+The concatenation is what ``current.json`` points to, so BMN / G-TAD read two-stream
+features; the catalog records all three versions and the concatenation's sources.
+
 **Reuse across versions, by copy.** When the video set grows, the version changes (its
 manifest hash does), but a video already extracted by an earlier version with the same
 *recipe* (checkpoint, params, code) and the same downloaded file (sha256) has the same
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +43,11 @@ import h5py
 
 from tspipe import __version__
 from tspipe.config import Params
-from tspipe.errors import StageError
+from tspipe.errors import ConfigError, StageError
+from tspipe.extract.concat import concat_features
 from tspipe.extract.export import export_csv, export_npy, merge_h5
-from tspipe.extract.writers import H5FeatureWriter
-from tspipe.io import atomic_write_json, source_hash
+from tspipe.extract.writers import H5FeatureWriter, feature_version
+from tspipe.io import atomic_write_json, sha256_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 from tspipe.stages.base import Batch, result_dict
@@ -58,9 +67,11 @@ from tspipe.stages.encoder_runs import (
 log = logging.getLogger(__name__)
 
 CODE = ("tspipe.stages.extract", "tspipe.extract.writers")
+CONCAT_CODE = ("tspipe.stages.extract", "tspipe.extract.concat", "tspipe.extract.writers")
 
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
+    """The (RGB) encoder's run."""
     return cached_run("extract", params, paths, _make_run)
 
 
@@ -70,6 +81,81 @@ def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
                        extra={"dtype": cfg.dtype}, code=(source_hash(CODE, version=__version__),),
                        default_checkpoint=pretrained_weights(params, paths),
                        default_origin="pretrain")
+
+
+def _make_flow_run(params: Params, paths: RunPaths) -> EncoderRun:
+    from tspipe.models.registry import ENCODERS, encoder_info
+
+    cfg = params.extract
+    assert cfg.flow_encoder is not None
+    if encoder_info(cfg.flow_encoder).stream != "flow":
+        raise ConfigError(f"extract.flow_encoder {cfg.flow_encoder!r} is not an optical-flow "
+                          "encoder; flow encoders: "
+                          + ", ".join(n for n, e in ENCODERS.items() if e.stream == "flow"))
+    if encoder_info(cfg.encoder).stream != "rgb":
+        raise ConfigError(f"extract.encoder {cfg.encoder!r} reads optical flow; with "
+                          "extract.flow_encoder set, extract.encoder is the RGB stream")
+    flow_cfg = cfg.model_copy(update={"encoder": cfg.flow_encoder,
+                                      "checkpoint": cfg.flow_checkpoint,
+                                      "flow_encoder": None, "flow_checkpoint": None})
+    # Its weights are flow_checkpoint or seeded random ones: never the pretrain stage's
+    # (that fine-tunes the RGB stream).
+    return encoder_run("extract", flow_cfg, params, paths, out_root=paths.features_root,
+                       extra={"dtype": cfg.dtype}, code=(source_hash(CODE, version=__version__),))
+
+
+@dataclass(frozen=True)
+class TwoStream:
+    """An RGB and a flow run over the same videos, and the version of their concatenation."""
+
+    rgb: EncoderRun
+    flow: EncoderRun
+    id_params: dict[str, Any]
+    code_version: str
+    version: str
+    out_dir: Path
+
+    @classmethod
+    def of(cls, rgb: EncoderRun, flow: EncoderRun, dtype: str) -> TwoStream:
+        if [v.video_id for v in rgb.videos] != [v.video_id for v in flow.videos]:
+            raise StageError("extract: the RGB and flow streams see different videos")
+        id_params = {"stage": "extract", "dtype": dtype,
+                     "concat": {"rgb": rgb.version, "flow": flow.version}}
+        code = sha256_json([source_hash(CONCAT_CODE, version=__version__)])
+        # The catalog's id recipe, with the RGB stream's weights as the version's checkpoint
+        # (the flow stream's are in its own version, named in "concat").
+        version = feature_version(rgb.checkpoint_sha256, id_params, rgb.manifest_sha256, code)
+        return cls(rgb, flow, id_params, code, version, rgb.out_dir.parent / version)
+
+    def flow_batch(self, batch: Batch) -> Batch:
+        return self.flow.batches()[self.rgb.shard_index(batch)]
+
+    def shard_file(self, batch: Batch) -> Path:
+        return self.out_dir / self.rgb.shard_file(batch).name
+
+    def shard_report(self, batch: Batch) -> Path:
+        return self.shard_file(batch).with_suffix(".json")
+
+    def encoder(self) -> str:
+        return f"{self.rgb.cfg.encoder}+{self.flow.cfg.encoder}"
+
+    def recipe(self) -> str:
+        return sha256_json({"params": self.id_params, "code": self.code_version})
+
+    def attrs(self) -> dict[str, Any]:
+        return {**self.rgb.base_attrs(), "encoder": self.encoder(),
+                "feature_version": self.version, "recipe": self.recipe(),
+                "flow_checkpoint_sha256": self.flow.checkpoint_sha256,
+                "sources": json.dumps(self.id_params["concat"])}
+
+
+def two_stream(params: Params, paths: RunPaths) -> TwoStream | None:
+    """The two-stream runs when ``extract.flow_encoder`` is set, else None."""
+    if not params.extract.flow_encoder:
+        return None
+    rgb = make_run(params, paths)
+    flow = cached_run("extract", params, paths, _make_flow_run, tag="flow")
+    return TwoStream.of(rgb, flow, params.extract.dtype)
 
 
 @dataclass(frozen=True)
@@ -95,6 +181,9 @@ class ExtractStageResult:
     shards: int
     precision: str
     exports: list[str]
+    # Two streams: "rgb" / "flow" -> that stream's version (the keys above, as JSON); this
+    # result is then their concatenation.
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         m = {k: float(getattr(self, k)) for k in ("videos", "ok", "failed", "reused",
@@ -113,11 +202,33 @@ class ExtractStageResult:
         return result_dict(self)
 
 
-batches, batch_done = shard_functions(make_run)
+batches, _encoder_batch_done = shard_functions(make_run)
+
+
+def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
+    two = two_stream(params, paths)
+    if two is None:
+        return _encoder_batch_done(params, paths, batch)
+    return two.shard_report(batch).exists() and two.shard_file(batch).exists()
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
+    """One shard: the encoder's features; with two streams also the flow encoder's and
+    their concatenation. Returns the videos encoded."""
     run = make_run(params, paths)
+    written = _encode(run, batch, params, paths, reporter)
+    two = two_stream(params, paths)
+    if two is None:
+        return written
+    flow_batch = two.flow_batch(batch)
+    written += _encode(two.flow, flow_batch, params, paths, reporter)
+    if not (two.shard_report(batch).exists() and two.shard_file(batch).exists()):
+        _concat(two, batch, flow_batch, params.extract.dtype, reporter)
+    return written
+
+
+def _encode(run: EncoderRun, batch: Batch, params: Params, paths: RunPaths,
+            reporter: Reporter) -> int:
     if shard_done(run, batch):
         return 0
     cfg = params.extract
@@ -131,6 +242,29 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
         result = encode_shard(run, batch, writer, reporter, dtype=cfg.dtype)
     ShardReport.of(run, batch, result, reused).save(run.shard_report(batch))
     return len(result.written)
+
+
+def _concat(two: TwoStream, batch: Batch, flow_batch: Batch, dtype: str,
+            reporter: Reporter) -> None:
+    """The concatenation shard of two finished stream shards; a video either stream
+    failed fails here with that stream's reason."""
+    streams = {"rgb": (two.rgb, batch), "flow": (two.flow, flow_batch)}
+    failed: dict[str, str] = {}
+    for name, (run, b) in streams.items():
+        for vid, why in ShardReport.load(run.shard_report(b)).failed.items():
+            failed.setdefault(vid, f"{name} stream: {why}")
+    ok = [vid for vid in batch.ids if vid not in failed]
+    shard = two.shard_file(batch)
+    with H5FeatureWriter(shard, two.attrs(), dtype=dtype) as writer:
+        result = concat_features([two.rgb.shard_file(batch), two.flow.shard_file(flow_batch)],
+                                 writer, ok)
+    report = ShardReport.load(two.rgb.shard_report(batch))
+    ShardReport(shard=shard.name, ids=list(batch.ids), written=result.written,
+                skipped=result.skipped, failed={**failed, **result.failed}, clips=result.clips,
+                seconds=result.seconds, precision=report.precision, host=report.host,
+                pid=report.pid).save(two.shard_report(batch))
+    reporter.message(f"extract: {shard.name}: {len(result.written)} videos concatenated "
+                     f"(RGB ++ flow), {len(failed) + len(result.failed)} failed")
 
 
 def _video_sha(run: EncoderRun) -> dict[str, str | None]:
@@ -170,15 +304,14 @@ def reuse_old_features(run: EncoderRun, writer: H5FeatureWriter, ids: list[str],
     return reused
 
 
-def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStageResult:
-    run = make_run(params, paths)
-    cfg = params.extract
-    reports = shard_reports(run)
-    sha = _video_sha(run)
+def _index(out_dir: Path, reports: list[ShardReport], sha: dict[str, str | None],
+           head: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]], int]:
+    """Write ``out_dir/index.json`` (``head`` + every video's outcome from the shards);
+    returns its path, the videos and the feature size."""
     videos: dict[str, dict[str, Any]] = {}
     dims: set[int] = set()
     for report in reports:
-        with h5py.File(run.out_dir / report.shard, "r") as f:
+        with h5py.File(out_dir / report.shard, "r") as f:
             for vid in report.ids:
                 if vid in f:
                     dims.add(int(f[vid].shape[1]))
@@ -189,45 +322,92 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
                     videos[vid] = {"status": "failed", "shard": None, "sha256": sha[vid],
                                    "reason": report.failed.get(vid, "not in the shard file")}
     if len(dims) > 1:
-        raise StageError(f"extract: version {run.version[:12]} holds features of several "
-                         f"sizes {sorted(dims)}")
-    index = {"feature_version": run.version, "recipe": run.recipe(), "stage": "extract",
-             "encoder": cfg.encoder, "checkpoint_sha256": run.checkpoint_sha256,
-             "checkpoint_origin": run.origin, "params": run.id_params,
-             "manifest_sha256": run.manifest_sha256, "code_version": run.code_version,
-             "attrs": run.base_attrs(), "videos": videos}
-    index_path = atomic_write_json(run.out_dir / "index.json", index)
-    shards = sorted(run.out_dir.glob(f"{SHARD_PREFIX}*.h5"))
-    exports = _export(run, shards, cfg.export, cfg.export_id_prefix)
-    atomic_write_json(paths.features_current, {"feature_version": run.version,
-                                            "dir": str(run.out_dir.relative_to(paths.root))})
+        raise StageError(f"extract: version {head['feature_version'][:12]} holds features of "
+                         f"several sizes {sorted(dims)}")
+    index = {**head, "videos": videos}
+    return atomic_write_json(out_dir / "index.json", index), videos, dims.pop() if dims else 0
+
+
+def _version_summary(run: EncoderRun, reports: list[ShardReport], paths: RunPaths
+                     ) -> dict[str, Any]:
+    """Index one encoder run's version; the ExtractStageResult fields that describe it."""
+    head = {"feature_version": run.version, "recipe": run.recipe(), "stage": "extract",
+            "encoder": run.cfg.encoder, "checkpoint_sha256": run.checkpoint_sha256,
+            "checkpoint_origin": run.origin, "params": run.id_params,
+            "manifest_sha256": run.manifest_sha256, "code_version": run.code_version,
+            "attrs": run.base_attrs()}
+    index, videos, dim = _index(run.out_dir, reports, _video_sha(run), head)
     ok = [v for v in videos.values() if v["status"] == "ok"]
+    return {"feature_version": run.version, "features_dir": run.out_dir, "index": index,
+            "encoder": run.cfg.encoder,
+            "checkpoint": None if run.checkpoint is None else str(run.checkpoint),
+            "checkpoint_sha256": run.checkpoint_sha256, "checkpoint_origin": run.origin,
+            "params": run.id_params, "manifest_sha256": run.manifest_sha256,
+            "code_version": run.code_version, "videos": len(videos), "ok": len(ok),
+            "failed": len(videos) - len(ok),
+            "reused": sum(v["reused_from"] is not None for v in ok), "feature_dim": dim}
+
+
+def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStageResult:
+    run = make_run(params, paths)
+    cfg = params.extract
+    reports = shard_reports(run)
+    main = _version_summary(run, reports, paths)
+    two = two_stream(params, paths)
+    streams: dict[str, dict[str, Any]] = {}
+    if two is not None:
+        flow_reports = shard_reports(two.flow)
+        streams = {"rgb": main, "flow": _version_summary(two.flow, flow_reports, paths)}
+        missing = [two.shard_file(b).name for b in run.batches()
+                   if not two.shard_report(b).exists()]
+        if missing:
+            raise StageError(f"extract: {len(missing)} concatenation shards of version "
+                             f"{two.version[:12]} are not done ({', '.join(missing[:5])}); "
+                             "run them before finalizing")
+        concat_reports = [ShardReport.load(two.shard_report(b)) for b in run.batches()]
+        head = {"feature_version": two.version, "recipe": two.recipe(), "stage": "extract",
+                "encoder": two.encoder(), "checkpoint_sha256": run.checkpoint_sha256,
+                "checkpoint_origin": run.origin, "params": two.id_params,
+                "manifest_sha256": run.manifest_sha256, "code_version": two.code_version,
+                "attrs": two.attrs(), "sources": two.id_params["concat"]}
+        index, videos, dim = _index(two.out_dir, concat_reports, _video_sha(run), head)
+        ok = [v for v in videos.values() if v["status"] == "ok"]
+        main = {**main, "feature_version": two.version, "features_dir": two.out_dir,
+                "index": index, "encoder": two.encoder(), "params": two.id_params,
+                "code_version": two.code_version, "videos": len(videos), "ok": len(ok),
+                "failed": len(videos) - len(ok), "reused": 0, "feature_dim": dim}
+        reports = [*reports, *flow_reports]
+        out_dir = two.out_dir
+    else:
+        out_dir = run.out_dir
+    shards = sorted(out_dir.glob(f"{SHARD_PREFIX}*.h5"))
+    exports = _export(out_dir, shards, cfg.export, cfg.export_id_prefix)
+    atomic_write_json(paths.features_current, {"feature_version": main["feature_version"],
+                                            "dir": str(out_dir.relative_to(paths.root))})
     result = ExtractStageResult(
-        feature_version=run.version, features_dir=run.out_dir, index=index_path,
-        encoder=cfg.encoder, checkpoint=None if run.checkpoint is None else str(run.checkpoint),
-        checkpoint_sha256=run.checkpoint_sha256, checkpoint_origin=run.origin,
-        params=run.id_params, manifest_sha256=run.manifest_sha256,
-        code_version=run.code_version, videos=len(videos), ok=len(ok),
-        failed=len(videos) - len(ok), reused=sum(v["reused_from"] is not None for v in ok),
-        computed=sum(len(r.written) for r in reports),
+        **main, computed=sum(len(r.written) for r in reports),
         clips=sum(r.clips for r in reports), seconds=sum(r.seconds for r in reports),
-        feature_dim=dims.pop() if dims else 0, shards=len(reports),
-        precision=reports[0].precision if reports else run.precision(), exports=exports)
+        shards=len(run.batches()),
+        precision=reports[0].precision if reports else run.precision(), exports=exports,
+        streams={k: {**v, "features_dir": str(v["features_dir"]), "index": str(v["index"])}
+                 for k, v in streams.items()})
     atomic_write_json(paths.metrics("extract"), result.metrics())
-    reporter.message(f"extract: version {run.version[:12]}: {result.ok} videos ok "
+    reporter.message(f"extract: version {result.feature_version[:12]}: {result.ok} videos ok "
                      f"({result.reused} copied from earlier versions), {result.failed} "
-                     f"failed, {result.shards} shards, {result.feature_dim}-d features")
+                     f"failed, {result.shards} shards, {result.feature_dim}-d features"
+                     + (f" (RGB {streams['rgb']['feature_version'][:12]} ++ flow "
+                        f"{streams['flow']['feature_version'][:12]})" if streams else ""))
     return result
 
 
-def _export(run: EncoderRun, shards: list[Path], formats: list[str], prefix: str) -> list[str]:
+def _export(out_dir: Path, shards: list[Path], formats: list[str], prefix: str) -> list[str]:
     done = []
     for fmt in formats:
         if fmt == "h5":
-            merge_h5(shards, run.out_dir / "features.h5")
+            merge_h5(shards, out_dir / "features.h5")
         else:
             export = export_npy if fmt == "npy" else export_csv
             for shard in shards:
-                export(shard, run.out_dir / fmt, id_prefix=prefix)
+                export(shard, out_dir / fmt, id_prefix=prefix)
         done.append(fmt)
     return done
