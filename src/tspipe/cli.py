@@ -164,6 +164,9 @@ def synth(
     fps: Annotated[int, typer.Option(help="Frame rate of the encoded files.")] = 15,
     width: Annotated[int, typer.Option(help="Frame width, pixels (even).")] = 128,
     height: Annotated[int, typer.Option(help="Frame height, pixels (even).")] = 96,
+    corpus_videos: Annotated[int, typer.Option(
+        help="Also make the base stage's trimmed-clip corpus (corpus/): this many files of "
+             "32 clips of 2.4 s, each a fresh scene; 0: the benchmark only.")] = 0,
 ) -> None:
     """Generate SynthActions: real H.264 untrimmed videos with ActivityNet annotations."""
     from tspipe.config import ConfigError, SynthConfig
@@ -172,7 +175,8 @@ def synth(
 
     try:
         cfg = SynthConfig(videos=videos, classes=classes, seed=seed, min_duration=min_duration,
-                          max_duration=max_duration, fps=fps, width=width, height=height)
+                          max_duration=max_duration, fps=fps, width=width, height=height,
+                          corpus_videos=corpus_videos)
     except ValueError as exc:
         raise ConfigError(f"tspipe synth: {exc}") from None
     with RichReporter() as reporter:

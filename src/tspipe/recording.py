@@ -75,6 +75,23 @@ def _dataset_id(cat: Catalog, paths: RunPaths, params: Params) -> int:
                      f"{ann_sha[:12]} is not registered; run the ingest stage first")
 
 
+def _trained_on(cat: Catalog, paths: RunPaths, params: Params) -> int:
+    """The dataset a pretrain run learned from: the pipeline's (ingested), or its
+    ``pretrain.corpus``, registered here under the corpus file's stem."""
+    from tspipe.io import sha256_file
+
+    if not params.pretrain.corpus:
+        return _dataset_id(cat, paths, params)
+    corpus = paths.resolve(params.pretrain.corpus)
+    ann = read_activitynet(corpus)
+    subsets = sorted({v.subset for v in ann.videos.values() if v.subset})
+    return cat.register_dataset(
+        corpus.stem, sha256_file(corpus), format="activitynet", subsets=subsets,
+        num_videos=len(ann.videos), num_segments=sum(len(v.segments)
+                                                     for v in ann.videos.values()),
+        num_classes=len(ann.classes), counts={"source": str(corpus)}).id
+
+
 def _record_download(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                      mlflow_run_id: str | None) -> None:
     from tspipe.data.download import read_manifest
@@ -186,7 +203,7 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder, origin="pretrain",
                             uri=Path(result.checkpoint).as_uri(), mlflow_run_id=mlflow_run_id,
                             params=run_params, parent_sha256=result.init_sha256,
-                            dataset_id=_dataset_id(cat, paths, params),
+                            dataset_id=_trained_on(cat, paths, params),
                             git_commit=git_commit(paths.root))
 
 

@@ -18,7 +18,7 @@ from tspipe.errors import ConfigError
 
 SMALL = SynthConfig(videos=3, classes=2, seed=7, min_duration=20, max_duration=24, fps=12,
                     width=64, height=48, validation_fraction=0.34, min_instances=2,
-                    max_instances=3, min_action=3, max_action=5, min_gap=2)
+                    max_instances=3, min_action=3, max_action=5, min_gap=2, corpus_videos=0)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -223,7 +223,7 @@ def test_to_activitynet_shape():
 
 @pytest.mark.slow
 def test_default_benchmark_is_reproducible(tmp_path):
-    cfg = SynthConfig()
+    cfg = SynthConfig(corpus_videos=0)  # the benchmark; the corpus: test_synth_corpus.py
     results = [generate(cfg, tmp_path / name) for name in ("a", "b")]
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
     assert results[0].videos == 12 and results[0].classes == ["rise", "fall", "spin", "shake"]

@@ -35,6 +35,7 @@ def one_variant(root):
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["compare"] = {"variants": {VARIANT: {}}}
     raw["base"]["enabled"] = False
+    raw["synth"]["corpus_videos"] = 0
     raw["pretrain"]["init_checkpoint"] = None
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 

@@ -26,7 +26,7 @@ from tspipe.paths import RunPaths
 
 SYNTH = SynthConfig(videos=6, classes=3, min_duration=10, max_duration=13, fps=15, width=64,
                     height=48, min_action=2, max_action=4, min_gap=1.0, min_instances=2,
-                    max_instances=3)
+                    max_instances=3, corpus_videos=0)
 # 8 frames at 15 fps (0.53 s): every synth segment (>= 1 s) holds a clip.
 CLIP = ClipConfig(frames=8, fps=15, stride=8, resize=(19, 25), crop=16)
 SPEC = InputSpec(frames=8, size=16, mean=KINETICS_MEAN, std=KINETICS_STD)

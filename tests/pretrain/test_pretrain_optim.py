@@ -78,3 +78,25 @@ def test_a_frozen_stem_does_not_move():
     assert all(torch.equal(v, after[k]) for k, v in before.items())
     assert not torch.equal(model.features.layer1[0].conv1[0][0].weight.grad,
                            torch.zeros_like(model.features.layer1[0].conv1[0][0].weight))
+
+
+def test_training_from_scratch_moves_the_stem_with_adamw():
+    """freeze_stem: false trains the stem at the backbone's lr; optimizer: adamw is Adam
+    with decoupled weight decay (its first step moves every weight by about lr)."""
+    torch.manual_seed(0)
+    model = TSPModel(build_encoder("r2plus1d_tiny", num_classes=None), 3, with_gvf=False)
+    cfg = PretrainConfig(optimizer="adamw", freeze_stem=False, lr_backbone=1e-3,
+                         lr_heads=2e-3, weight_decay=1e-4)
+    opt = build_optimizer(model, cfg, 32)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3, 2e-3])
+    stem_conv = model.features.stem[0].weight
+    before = stem_conv.detach().clone()
+    out = model(torch.randn(2, 3, 4, 16, 16))
+    (out.action_logits.sum() + out.region_logits.sum()).backward()
+    opt.step()
+    step = (stem_conv.detach() - before).abs()
+    moved = step[stem_conv.grad != 0]
+    assert moved.numel() > 0
+    # Adam's first step is lr * sign(grad) (m / sqrt(v) = +-1), plus the tiny decay
+    assert moved.median().item() == pytest.approx(1e-3, rel=0.01)

@@ -109,3 +109,48 @@ def test_pretrain_stage_trains_records_and_feeds_extraction(tmp_path, repo_root)
     third = run_stage(pretrain, params, run_paths, NullReporter(), track=False).result
     assert third.resumed_from is None and [r["epoch"] for r in third.epochs] == [1]
     assert third.checkpoint_sha256 != result.checkpoint_sha256
+
+
+def test_base_stage_trains_on_the_trimmed_clip_corpus_alone(tmp_path, repo_root):
+    """The base stage with pretrain.corpus (the demo's Kinetics role): it reads the synth
+    corpus's clips and classes, not the dataset's (nothing is decoded), trains the stem
+    from scratch with AdamW, and a corpus entry pointing outside its folder is refused."""
+    from tspipe.data.synth_corpus import plan_corpus
+    from tspipe.errors import ConfigError
+
+    root = tmp_path / "run"
+    root.mkdir()
+    corpus = {"corpus_videos": 3, "corpus_clips": 6, "corpus_clip_seconds": 1.6,
+              "corpus_validation_fraction": 0.34, "classes": 3}
+    base_pretrain = {"mode": "tac", "use_gvf": False, "corpus": "data/synth/corpus/corpus.json",
+                     "epochs": 2, "batch_size": 4, "clips_per_segment": 1, "workers": 0,
+                     "optimizer": "adamw", "freeze_stem": False, "lr_backbone": 2e-3,
+                     "lr_heads": 2e-3, "warmup_epochs": 0, "lr_milestones": [2]}
+    write_params(root, repo_root, synth={**TINY, **corpus},
+                 base={"enabled": True, "pretrain": base_pretrain})
+    params, run_paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    run_stage("synth", params, run_paths, NullReporter(), track=False)
+    assert not run_paths.decode_report.exists()
+    result = run_stage("base", params, run_paths, NullReporter(), track=False).result
+    assert result.mode == "tac" and result.init_sha256 is None
+    videos = plan_corpus(params.synth)
+    assert result.counts["train_videos"] == 2 and result.counts["valid_videos"] == 1
+    assert result.counts["train_segments"] == 12 and result.counts["valid_segments"] == 6
+    assert result.steps_per_epoch == 3  # 12 clips in batches of 4
+    model = torch.load(result.model, map_location="cpu", weights_only=True)
+    assert model["num_classes"] == 3 == len({label for v in videos for label in v.labels})
+    # the stem moved: trained from scratch, not frozen at its random start
+    import tspipe.models.registry as registry
+
+    torch.manual_seed(params.for_base().pretrain.seed)
+    start = registry.build_encoder("r2plus1d_tiny", num_classes=None).state_dict()
+    trained = load_encoder("r2plus1d_tiny", result.checkpoint).model.state_dict()
+    stem = [k for k in start if k.startswith("stem.") and k.endswith("weight")]
+    assert stem and all(not torch.equal(start[k], trained[k]) for k in stem)
+
+    corpus_json = root / "data/synth/corpus/corpus.json"
+    data = json.loads(corpus_json.read_text())
+    data["database"]["corpus_000"]["url"] = "../../../params.yaml"
+    corpus_json.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="leaves the corpus folder"):
+        run_stage("base", params, run_paths, NullReporter(), track=False)

@@ -98,10 +98,11 @@ class SynthResult:
     seconds: float  # wall time of generate()
     reused: int  # videos whose existing file matched the manifest and was kept
     sha256: str  # of the annotation file
+    corpus_clips: int = 0  # trimmed clips of the base stage's corpus (synth_corpus)
 
     def metrics(self) -> dict[str, float]:
         m = {k: float(getattr(self, k)) for k in ("videos", "segments", "frames", "seconds",
-                                                   "reused")}
+                                                   "reused", "corpus_clips")}
         m["classes"] = float(len(self.classes))
         return m
 
@@ -122,7 +123,7 @@ def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = No
     classes = list(PATTERNS[:cfg.classes])
     config_hash = _config_hash(cfg)
     manifest_path = out_dir / MANIFEST_NAME
-    old = _read_manifest(manifest_path)
+    old = read_manifest(manifest_path)
     known = old.get("videos", {}) if old.get("config_sha256") == config_hash else {}
     entries: dict[str, dict[str, Any]] = {}
     reused = 0
@@ -138,22 +139,27 @@ def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = No
             _encode_video(video, cfg, path)
             entries[video.video_id] = {"sha256": sha256_file(path), "frames": video.frames}
             # Recorded after every video, so an interrupted run resumes where it stopped.
-            _write_manifest(manifest_path, config_hash, {**known, **entries})
+            write_manifest(manifest_path, config_hash, {**known, **entries})
         if reporter is not None:
             reporter.advance("synth")
     for stale in sorted(set(old.get("videos", {})) - set(entries)):
         _video_path(out_dir, stale).unlink(missing_ok=True)  # made by us, no longer listed
         log.info("removed %s: not among the %d configured videos", stale, cfg.videos)
-    _write_manifest(manifest_path, config_hash, entries)
+    write_manifest(manifest_path, config_hash, entries)
 
     annotations_path = atomic_write_json(out_dir / ANNOTATIONS_NAME,
                                          to_activitynet(videos, classes, {
                                              k: e["sha256"] for k, e in entries.items()}))
+    corpus_clips = 0
+    if cfg.corpus_videos:
+        from tspipe.data.synth_corpus import generate_corpus
+
+        _, corpus_clips = generate_corpus(cfg, out_dir, reporter=reporter)
     result = SynthResult(
         out_dir=out_dir, annotations_path=annotations_path, videos=len(videos),
         segments=sum(len(v.spans) for v in videos), classes=classes,
         frames=sum(v.frames for v in videos), seconds=time.perf_counter() - started,
-        reused=reused, sha256=sha256_file(annotations_path),
+        reused=reused, sha256=sha256_file(annotations_path), corpus_clips=corpus_clips,
     )
     log.info("SynthActions: %d videos (%d reused), %d segments, %d frames in %.1f s -> %s",
              result.videos, reused, result.segments, result.frames, result.seconds, out_dir)
@@ -257,14 +263,14 @@ def _encode_video(video: SynthVideo, cfg: SynthConfig, dest: Path) -> None:
     spec = RenderSpec(frames=video.frames, fps=video.fps, width=video.width,
                       height=video.height, pattern=video.label, spans=video.spans)
     with atomic_path(dest) as tmp:
-        written = _encode(render_frames(spec, np.random.default_rng(seed)), tmp, video.fps,
+        written = encode_frames(render_frames(spec, np.random.default_rng(seed)), tmp, video.fps,
                           video.width, video.height, cfg.crf)
     if written != video.frames:
         raise StageError(f"{dest}: encoded {written} frames, planned {video.frames}")
     log.debug("encoded %s: %d frames, %s", video.video_id, written, video.label)
 
 
-def _encode(frames: Iterable[np.ndarray], dest: Path, fps: int, width: int, height: int,
+def encode_frames(frames: Iterable[np.ndarray], dest: Path, fps: int, width: int, height: int,
             crf: int) -> int:
     """Encode RGB ``(H, W, 3) uint8`` frames to H.264/mp4 at constant ``fps``; return count.
 
@@ -324,7 +330,7 @@ def _config_hash(cfg: SynthConfig) -> str:
     return sha256_json({"generator": GENERATOR_VERSION, "config": fields})
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -336,6 +342,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_manifest(path: Path, config_hash: str, entries: dict[str, Any]) -> None:
-    atomic_write_json(path, {"generator": GENERATOR_VERSION, "config_sha256": config_hash,
+def write_manifest(path: Path, config_hash: str, entries: dict[str, Any],
+                   generator: int = GENERATOR_VERSION) -> None:
+    atomic_write_json(path, {"generator": generator, "config_sha256": config_hash,
                              "pyav": av.__version__, "videos": entries})

@@ -1,6 +1,7 @@
 """TSP's optimizer and learning-rate schedule.
 
-SGD (momentum 0.9, weight decay 0.005 on every parameter, as the reference) over three
+SGD (momentum 0.9, weight decay 0.005 on every parameter, as the reference; AdamW with
+``optimizer: adamw``, for training from scratch) over three
 groups: the backbone's stem at lr 0 (frozen, as the reference; its parameters also get
 ``requires_grad=False``, which changes no number, since SGD moves no weight at lr 0, and
 skips their gradients), the rest of the backbone at ``lr_backbone`` and the heads at
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from torch import nn
-from torch.optim import SGD
+from torch.optim import SGD, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from tspipe.config import PretrainConfig
@@ -64,18 +65,26 @@ def lr_scale(global_batch: int) -> float:
     return global_batch / REFERENCE_BATCH
 
 
-def build_optimizer(model: nn.Module, cfg: PretrainConfig, global_batch: int) -> SGD:
-    """SGD with the groups ``GROUPS`` (stem at lr 0 and frozen). Call before wrapping the
-    model in DDP (a frozen parameter must be frozen when DDP registers its hooks)."""
+def build_optimizer(model: nn.Module, cfg: PretrainConfig, global_batch: int) -> Optimizer:
+    """``cfg.optimizer`` (SGD, or AdamW) with the groups ``GROUPS``; the stem at lr 0 and
+    frozen when ``cfg.freeze_stem`` (the reference), else at the backbone's lr. Call before
+    wrapping the model in DDP (a frozen parameter must be frozen when DDP registers its
+    hooks)."""
     groups = split_parameters(model)
-    for param in groups.stem:
-        param.requires_grad_(False)
+    if cfg.freeze_stem:
+        for param in groups.stem:
+            param.requires_grad_(False)
     scale = lr_scale(global_batch)
-    return SGD([
-        {"params": groups.stem, "lr": 0.0, "name": "stem"},
+    param_groups = [
+        {"params": groups.stem, "lr": 0.0 if cfg.freeze_stem else cfg.lr_backbone * scale,
+         "name": "stem"},
         {"params": groups.backbone, "lr": cfg.lr_backbone * scale, "name": "backbone"},
         {"params": groups.heads, "lr": cfg.lr_heads * scale, "name": "heads"},
-    ], lr=cfg.lr_backbone * scale, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    ]
+    if cfg.optimizer == "adamw":
+        return AdamW(param_groups, lr=cfg.lr_backbone * scale, weight_decay=cfg.weight_decay)
+    return SGD(param_groups, lr=cfg.lr_backbone * scale, momentum=cfg.momentum,
+               weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, steps_per_epoch: int, *, warmup_epochs: int,
@@ -94,7 +103,7 @@ def lr_factor(step: int, steps_per_epoch: int, *, warmup_epochs: int,
     return factor * gamma ** passed
 
 
-def build_scheduler(optimizer: SGD, cfg: PretrainConfig, steps_per_epoch: int) -> LambdaLR:
+def build_scheduler(optimizer: Optimizer, cfg: PretrainConfig, steps_per_epoch: int) -> LambdaLR:
     """:func:`lr_factor` per optimizer step; call ``step()`` after each ``optimizer.step()``.
     Its ``state_dict`` holds plain numbers only (the factor is a closure, rebuilt here)."""
     milestones = list(cfg.lr_milestones)
@@ -106,6 +115,6 @@ def build_scheduler(optimizer: SGD, cfg: PretrainConfig, steps_per_epoch: int) -
     return LambdaLR(optimizer, factor)
 
 
-def group_lrs(optimizer: SGD) -> dict[str, float]:
+def group_lrs(optimizer: Optimizer) -> dict[str, float]:
     """The current learning rate of each named group."""
     return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}

@@ -45,7 +45,7 @@ STAGES: dict[str, Stage] = {
         run_whole=_run_synth,
         inputs=lambda params, paths: [],
         outputs=lambda params, paths: [paths.resolve(params.synth.out_dir)],
-        code=("tspipe.data.synth", "tspipe.data.synth_render"),
+        code=("tspipe.data.synth", "tspipe.data.synth_render", "tspipe.data.synth_corpus"),
         enabled=lambda params: params.synth.enabled,
     ),
     "ingest": Stage(
@@ -141,10 +141,12 @@ def _encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
 
 
 def _pretrain_inputs(params: Params, paths: RunPaths) -> list[Path]:
-    from tspipe.stages.pretrain import _inputs
+    from tspipe.stages.pretrain import _inputs, corpus_file
 
-    return [paths.groundtruth_table, paths.decode_report, paths.annotations,
-            *(p for p in _inputs(params, paths) if p is not None)]
+    corpus = corpus_file(params, paths)
+    data = ([paths.groundtruth_table, paths.decode_report, paths.annotations]
+            if corpus is None else [corpus])
+    return [*data, *(p for p in _inputs(params, paths) if p is not None)]
 
 
 def _pretrain_outputs(params: Params, paths: RunPaths) -> list[Path]:

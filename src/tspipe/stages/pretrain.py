@@ -92,11 +92,18 @@ def _inputs(params: Params, paths: RunPaths) -> tuple[Path | None, Path | None]:
     return gvf, init
 
 
+def corpus_file(params: Params, paths: RunPaths) -> Path | None:
+    """``pretrain.corpus``, resolved (None: train on the pipeline's segments)."""
+    return paths.resolve(params.pretrain.corpus) if params.pretrain.corpus else None
+
+
 def run_key(params: Params, paths: RunPaths) -> str:
     """What decides the run's numbers: params, inputs' content, code."""
     gvf, init = _inputs(params, paths)
-    files = {"groundtruth": paths.groundtruth_table, "decode_report": paths.decode_report,
-             "gvf": gvf, "init": init}
+    corpus = corpus_file(params, paths)
+    files = ({"corpus": corpus} if corpus else
+             {"groundtruth": paths.groundtruth_table, "decode_report": paths.decode_report})
+    files |= {"gvf": gvf, "init": init}
     return sha256_json({
         "params": {s: getattr(params, s).model_dump(mode="json") for s in ("pretrain", "clip")},
         "files": {k: sha256_file(p) if p is not None and p.exists() else None
@@ -120,7 +127,13 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, {"key": key})
-    ann = read_activitynet(paths.annotations)
+    corpus = corpus_file(params, paths)
+    if corpus is None:
+        ann = read_activitynet(paths.annotations)
+        groundtruth = paths.groundtruth_table
+        videos = {v.video_id: v.path for v in decoded_videos(paths)}
+    else:
+        ann, groundtruth, videos = _corpus(corpus, params, out_dir)
 
     steps = StepLog()
 
@@ -129,9 +142,8 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         for k, v in metrics.items():
             reporter.metric(k, v, step)
 
-    result = train(cfg, params.clip, groundtruth=paths.groundtruth_table,
-                   videos={v.video_id: v.path for v in decoded_videos(paths)},
-                   out_dir=out_dir, gvf=gvf, init_checkpoint=init,
+    result = train(cfg, params.clip, groundtruth=groundtruth, videos=videos, out_dir=out_dir,
+                   gvf=gvf, init_checkpoint=init,
                    num_classes=len(ann.classes) if ann.classes else None,
                    resume=resume, on_metrics=on_metrics, reporter=reporter)
     epochs_csv, steps_csv = paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")
@@ -150,3 +162,28 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         exported_epoch=result.exported_epoch, counts=result.counts,
         steps_per_epoch=result.steps_per_epoch, resumed_from=result.resumed_from,
         figures=[epochs_csv])
+
+
+def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dict[str, Path]]:
+    """A trimmed-clip corpus as training input: its annotations, its segment table (written
+    into ``out_dir``) and its videos (each entry's url, inside the corpus folder)."""
+    from tspipe.data.annotations import read_activitynet
+    from tspipe.data.clips import ClipSampler, build_groundtruth, write_table
+    from tspipe.errors import ConfigError
+
+    if not corpus.is_file():
+        raise ConfigError(f"pretrain.corpus: {corpus} does not exist (the synth stage makes "
+                          "data/synth/corpus/corpus.json when synth.corpus_videos > 0)")
+    ann = read_activitynet(corpus)
+    folder = corpus.parent.resolve()
+    videos: dict[str, Path] = {}
+    for vid, video in ann.videos.items():
+        path = (folder / (video.url or f"videos/{vid}.mp4")).resolve()
+        if not path.is_relative_to(folder):
+            raise ConfigError(f"{corpus}: video {vid!r}: url {video.url!r} leaves the corpus "
+                              "folder")
+        videos[vid] = path
+    sampler = ClipSampler.from_config(params.clip)
+    # Clips tile each file: no background (a TAC run reads none anyway).
+    table = build_groundtruth(ann, min_background=sampler.clip_duration)
+    return ann, write_table(table, out_dir / "corpus_groundtruth.parquet"), videos
