@@ -11,9 +11,7 @@ import yaml
 
 TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
               "max_duration": 22.0, "fps": 10, "width": 64, "height": 48,
-              "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0,
-              # the base stage's corpus: 2 files of 4 trimmed clips (one for validation)
-              "corpus_videos": 2, "corpus_clips": 4}
+              "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0}
 
 
 # Encoder runs decode in the test process: spawned workers cost seconds each to start.

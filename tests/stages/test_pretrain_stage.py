@@ -122,7 +122,8 @@ def test_base_stage_trains_on_the_trimmed_clip_corpus_alone(tmp_path, repo_root)
     root.mkdir()
     corpus = {"corpus_videos": 3, "corpus_clips": 6, "corpus_clip_seconds": 1.6,
               "corpus_validation_fraction": 0.34, "classes": 3}
-    base_pretrain = {"mode": "tac", "use_gvf": False, "corpus": "data/synth/corpus/corpus.json",
+    base_pretrain = {"mode": "tac", "use_gvf": False,
+                     "corpus": "data/synth/corpus/synthactions_corpus.json",
                      "epochs": 2, "batch_size": 4, "clips_per_segment": 1, "workers": 0,
                      "optimizer": "adamw", "freeze_stem": False, "lr_backbone": 2e-3,
                      "lr_heads": 2e-3, "warmup_epochs": 0, "lr_milestones": [2]}
@@ -148,7 +149,7 @@ def test_base_stage_trains_on_the_trimmed_clip_corpus_alone(tmp_path, repo_root)
     stem = [k for k in start if k.startswith("stem.") and k.endswith("weight")]
     assert stem and all(not torch.equal(start[k], trained[k]) for k in stem)
 
-    corpus_json = root / "data/synth/corpus/corpus.json"
+    corpus_json = root / "data/synth/corpus/synthactions_corpus.json"
     data = json.loads(corpus_json.read_text())
     data["database"]["corpus_000"]["url"] = "../../../params.yaml"
     corpus_json.write_text(json.dumps(data))

@@ -5,14 +5,18 @@ each its own scene, one action each. The untrimmed SynthActions videos cannot pl
 role: ActivityNet's convention gives each video one class and its own look, so a model
 trained from scratch on a dozen of them tells the videos apart by appearance and learns
 no motion (measured: validation accuracy at chance while training accuracy reaches 0.87).
-This corpus renders every clip as a fresh scene (new actor, background, distractors,
-camera), so appearance says nothing about the class and only the motion pattern does::
+This corpus renders every clip as a fresh scene (new actor, background, camera), so
+appearance says nothing about the class and only the motion pattern does. By default no
+distractors wander through the clips (``corpus_distractors: 0``): measured with 16-clip
+batches from scratch, accuracy on unseen scenes after 100 steps is 0.59 without them (0.50
+on cluttered clips) against chance with them, and the demo has a few CPU minutes::
 
-    out_dir/corpus/videos/corpus_<i>.mp4   ``corpus_clips`` clips of ``corpus_clip_seconds``
-                                           each, cut together (a hard cut between clips)
-    out_dir/corpus/corpus.json             ActivityNet v1.3 annotations: one segment per
-                                           clip, labelled with its pattern
-    out_dir/corpus/corpus_manifest.json    per-video sha256 + config hash, for resuming
+    out_dir/corpus/videos/corpus_<i>.mp4    ``corpus_clips`` clips of ``corpus_clip_seconds``
+                                            each, cut together (a hard cut between clips)
+    out_dir/corpus/synthactions_corpus.json ActivityNet v1.3 annotations: one segment per
+                                            clip, labelled with its pattern (the catalog
+                                            registers it as dataset synthactions_corpus)
+    out_dir/corpus/corpus_manifest.json     per-video sha256 + config hash, for resuming
 
 Clips are packed into a few longer files rather than one file each, so training opens a
 few dozen files instead of thousands (an open costs more than decoding a clip). Classes
@@ -43,13 +47,13 @@ from tspipe.io import atomic_path, atomic_write_json, safe_id, sha256_file, sha2
 log = logging.getLogger(__name__)
 
 CORPUS_DIR = "corpus"
-CORPUS_NAME = "corpus.json"
+CORPUS_NAME = "synthactions_corpus.json"
 CORPUS_MANIFEST = "corpus_manifest.json"
 TAXONOMY_ROOT = "SynthActions corpus"
 CORPUS_VERSION = 1  # bump when rendering or encoding of the corpus changes
 _CORPUS_STREAM = 2  # beside the untrimmed videos' plan (0) and render (1) streams
 _FIELDS = ("seed", "classes", "fps", "width", "height", "crf", "corpus_clips",
-           "corpus_clip_seconds")
+           "corpus_clip_seconds", "corpus_distractors")
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ def corpus_frames(video: CorpusVideo, cfg: SynthConfig) -> Iterator[np.ndarray]:
             cfg.seed, spawn_key=(video.index, _CORPUS_STREAM, k)))
         spec = RenderSpec(frames=video.clip_frames, fps=video.fps, width=cfg.width,
                           height=cfg.height, pattern=label,
-                          spans=(Span(0, video.clip_frames),))
+                          spans=(Span(0, video.clip_frames),),
+                          distractors=(0, cfg.corpus_distractors + 1))
         yield from render_frames(spec, rng)
 
 

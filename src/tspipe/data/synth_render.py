@@ -58,6 +58,9 @@ class RenderSpec:
     height: int
     pattern: str
     spans: tuple[Span, ...]
+    # How many distractors wander about: drawn in [lo, hi). The benchmark's (2, 5); the
+    # base stage's corpus may ask for fewer (see tspipe.data.synth_corpus).
+    distractors: tuple[int, int] = (2, 5)
 
 
 @dataclass
@@ -167,7 +170,7 @@ def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
 
     behind: list[tuple[_Sprite, _Track]] = []
     front: list[tuple[_Sprite, _Track]] = []
-    for k in range(int(rng.integers(2, 5))):
+    for k in range(int(rng.integers(*spec.distractors))):
         d = rng.uniform(0.1, 0.18) * h
         sprite = _Sprite(*_distractor_look(rng, shapes[1 + k], _sprite_px(d)), d)
         walk = _wander_track(rng, t_len, fps, w, h, margin, speed=rng.uniform(4, 16) * unit)

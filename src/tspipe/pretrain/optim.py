@@ -4,8 +4,9 @@ SGD (momentum 0.9, weight decay 0.005 on every parameter, as the reference; Adam
 ``optimizer: adamw``, for training from scratch) over three
 groups: the backbone's stem at lr 0 (frozen, as the reference; its parameters also get
 ``requires_grad=False``, which changes no number, since SGD moves no weight at lr 0, and
-skips their gradients), the rest of the backbone at ``lr_backbone`` and the heads at
-``lr_heads``, both given per batch of 32 clips and scaled linearly with the global batch.
+skips their gradients; with ``freeze_stem: false`` it trains at ``lr_backbone``), the
+rest of the backbone at ``lr_backbone`` and the heads at ``lr_heads``, both given per
+batch of 32 clips and scaled linearly with the global batch.
 
 The schedule is per optimizer step (the reference's ``WarmupMultiStepLR`` with milestones
 in iterations): a linear warm-up over ``warmup_epochs`` epochs from a factor of 1e-5,

@@ -173,7 +173,8 @@ def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dic
 
     if not corpus.is_file():
         raise ConfigError(f"pretrain.corpus: {corpus} does not exist (the synth stage makes "
-                          "data/synth/corpus/corpus.json when synth.corpus_videos > 0)")
+                          "data/synth/corpus/synthactions_corpus.json when "
+                          "synth.corpus_videos > 0)")
     ann = read_activitynet(corpus)
     folder = corpus.parent.resolve()
     videos: dict[str, Path] = {}
