@@ -248,21 +248,21 @@ def _concat(two: TwoStream, batch: Batch, flow_batch: Batch, dtype: str,
             reporter: Reporter) -> None:
     """The concatenation shard of two finished stream shards; a video either stream
     failed fails here with that stream's reason."""
-    streams = {"rgb": (two.rgb, batch), "flow": (two.flow, flow_batch)}
+    rgb_report = ShardReport.load(two.rgb.shard_report(batch))
+    streams = {"rgb": rgb_report, "flow": ShardReport.load(two.flow.shard_report(flow_batch))}
     failed: dict[str, str] = {}
-    for name, (run, b) in streams.items():
-        for vid, why in ShardReport.load(run.shard_report(b)).failed.items():
+    for name, report in streams.items():
+        for vid, why in report.failed.items():
             failed.setdefault(vid, f"{name} stream: {why}")
     ok = [vid for vid in batch.ids if vid not in failed]
     shard = two.shard_file(batch)
     with H5FeatureWriter(shard, two.attrs(), dtype=dtype) as writer:
         result = concat_features([two.rgb.shard_file(batch), two.flow.shard_file(flow_batch)],
                                  writer, ok)
-    report = ShardReport.load(two.rgb.shard_report(batch))
     ShardReport(shard=shard.name, ids=list(batch.ids), written=result.written,
                 skipped=result.skipped, failed={**failed, **result.failed}, clips=result.clips,
-                seconds=result.seconds, precision=report.precision, host=report.host,
-                pid=report.pid).save(two.shard_report(batch))
+                seconds=result.seconds, precision=rgb_report.precision, host=rgb_report.host,
+                pid=rgb_report.pid).save(two.shard_report(batch))
     reporter.message(f"extract: {shard.name}: {len(result.written)} videos concatenated "
                      f"(RGB ++ flow), {len(failed) + len(result.failed)} failed")
 
@@ -328,8 +328,7 @@ def _index(out_dir: Path, reports: list[ShardReport], sha: dict[str, str | None]
     return atomic_write_json(out_dir / "index.json", index), videos, dims.pop() if dims else 0
 
 
-def _version_summary(run: EncoderRun, reports: list[ShardReport], paths: RunPaths
-                     ) -> dict[str, Any]:
+def _version_summary(run: EncoderRun, reports: list[ShardReport]) -> dict[str, Any]:
     """Index one encoder run's version; the ExtractStageResult fields that describe it."""
     head = {"feature_version": run.version, "recipe": run.recipe(), "stage": "extract",
             "encoder": run.cfg.encoder, "checkpoint_sha256": run.checkpoint_sha256,
@@ -352,12 +351,12 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
     run = make_run(params, paths)
     cfg = params.extract
     reports = shard_reports(run)
-    main = _version_summary(run, reports, paths)
+    main = _version_summary(run, reports)
     two = two_stream(params, paths)
     streams: dict[str, dict[str, Any]] = {}
     if two is not None:
         flow_reports = shard_reports(two.flow)
-        streams = {"rgb": main, "flow": _version_summary(two.flow, flow_reports, paths)}
+        streams = {"rgb": main, "flow": _version_summary(two.flow, flow_reports)}
         missing = [two.shard_file(b).name for b in run.batches()
                    if not two.shard_report(b).exists()]
         if missing:
