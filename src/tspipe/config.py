@@ -172,6 +172,11 @@ class PretrainConfig(Section):
     init_checkpoint: str | None = BASE_CHECKPOINT
     use_gvf: bool = True
     clips_per_segment: PosInt = 2  # TSP: 5; the CPU demo's 2 keeps its three trainings short
+    # Share of each segment's possible clip starts a training clip is drawn from, centred:
+    # 1 anywhere in the segment (TSP); 0 the middle start every epoch (the base stage on
+    # the trimmed corpus: measured to learn motion from scratch at every seed, where
+    # jittered windows did at some seeds only).
+    jitter: Fraction01 = 1.0
     epochs: PosInt = 8
     # Clips per optimizer step, all processes and accumulation steps together: each of
     # world_size x grad_accum_steps micro-batches holds batch_size / (that product) clips.

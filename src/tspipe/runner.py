@@ -97,6 +97,12 @@ def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
     MLflow and record it in the catalog. ``shard=(i, n)``: only shard ``i`` of ``n`` (see
     :meth:`Batching.run_all`)."""
     stage, params, paths = bind(name, params, paths)
+    if stage.disabled is not None and not stage.enabled(params):
+        # No MLflow run, no catalog row: nothing was trained or made.
+        result = stage.disabled(params, paths)
+        reporter.message(f"{name}: disabled ({result.reason}); wrote only "
+                         f"{len(result.markers)} marker outputs")
+        return StageOutcome(name, result, None)
     tracker = make_tracker(params, paths) if track else None
     with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
         result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)), shard)

@@ -157,3 +157,24 @@ def test_validation_split_by_rank_covers_every_clip_once():
         seen += [k for b in batches for k in b]
     assert sorted(seen) == plan
     assert np.all(np.diff(sorted(k.segment for k in seen)) == 1)
+
+
+def test_jitter_narrows_the_starts_to_the_centre_of_each_segment():
+    seg = select_segments(table(), SAMPLER, VIDEOS, subsets=["training"], mode="tsp").segments
+    fixed = train_plan(seg, 5, seed=0, epoch=0, jitter=0.0)
+    # jitter 0: every clip of a segment starts at its middle start, every epoch
+    for k in fixed:
+        first, last = int(seg.first[k.segment]), int(seg.last[k.segment])
+        assert k.start_frame in {(first + last) // 2, (first + last + 1) // 2}
+    assert sorted((k.segment, k.start_frame) for k in train_plan(seg, 5, 0, 1, 0.0)) == \
+        sorted((k.segment, k.start_frame) for k in fixed)
+    # half: inside the centred half of the long segment's range, and not one start only
+    long = max(range(len(seg)), key=lambda s: int(seg.last[s] - seg.first[s]))
+    first, last = int(seg.first[long]), int(seg.last[long])
+    half = [k.start_frame for k in train_plan(seg, 40, 0, 0, 0.5) if k.segment == long]
+    assert all(first + (last - first) // 4 <= f <= last - (last - first) // 4 for f in half)
+    assert len(set(half)) > 1
+    # 1: the TSP plan, draw for draw
+    assert train_plan(seg, 5, 0, 0, 1.0) == train_plan(seg, 5, 0, 0)
+    with pytest.raises(ValueError, match="jitter"):
+        train_plan(seg, 5, 0, 0, 1.5)

@@ -113,3 +113,35 @@ def test_invalid_variant_names_are_refused(variants):
 def test_invalid_variant_overrides_are_refused(override):
     with pytest.raises(ConfigError, match=r"compare\.variants"):
         parse_params({"compare": {"variants": {"x": override}}}, env={})
+
+
+def test_a_disabled_training_writes_markers_instead_of_training(tmp_path):
+    """DVC's foreach runs `tspipe stage pretrain@V` for every variant: a variant whose
+    pretrain is off (I3D features from given weights) gets DVC's declared outputs as
+    markers, with no training, MLflow run or catalog row; a former training's files go."""
+    import json
+
+    from tspipe.reporting import NullReporter
+    from tspipe.runner import run_stage
+
+    root = tmp_path / "run"
+    root.mkdir()
+    params = parse_params({"base": {"enabled": False}, "compare": {"variants": {
+        "i3d": {"pretrain": {"enabled": False}}}}}, env={})
+    paths = RunPaths.at(root).for_variant("i3d")
+    stale = paths.model_dir("pretrain") / "checkpoint.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier training's weights")
+    outcome = run_stage("pretrain@i3d", params, RunPaths.at(root), NullReporter())
+    assert outcome.mlflow_run_id is None and outcome.result.metrics() == {"enabled": 0.0}
+    assert sorted(p.name for p in paths.model_dir("pretrain").iterdir()) == ["disabled.json"]
+    assert json.loads((paths.model_dir("pretrain") / "disabled.json").read_text()) == {
+        "reason": "pretrain.enabled: false"}
+    assert json.loads(paths.metrics("pretrain").read_text()) == {"enabled": 0}
+    assert paths.plot("pretrain", "epochs").read_text() == "epoch,valid_score\n"
+    assert paths.plot("pretrain", "steps").read_text() == "step,loss\n"
+    assert not (root / "mlflow.db").exists() and not (root / "catalog.db").exists()
+    # The base stage the same way, in its own folder.
+    base = run_stage("base", params, RunPaths.at(root), NullReporter()).result
+    assert base.reason == "base.enabled: false"
+    assert (root / "models/pretrain/base/disabled.json").exists()

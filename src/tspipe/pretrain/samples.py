@@ -4,7 +4,8 @@
   (``trainable_segments``, TSP's rule) and whose video was decoded; TAC keeps the
   foreground rows only. What was left out is counted.
 - :func:`train_plan`: ``clips_per_segment`` clips per segment, each starting at a frame
-  drawn uniformly inside its segment (``ClipSampler.start_range``), in a shuffled order.
+  drawn uniformly inside its segment (``ClipSampler.start_range``; ``pretrain.jitter`` < 1
+  narrows the draw to the range's centre), in a shuffled order.
   All of it comes from ``SeedSequence([seed, epoch])``: every epoch draws anew, every
   process computes the same plan and reads its own share (the reference jittered with one
   RNG state copied into every worker, rank and epoch). Each clip also gets its own
@@ -134,14 +135,20 @@ def num_classes_of(table: pa.Table) -> int:
     return int(top) + 1
 
 
-def train_plan(segments: Segments, clips_per_segment: int, seed: int, epoch: int
-               ) -> list[SampleKey]:
+def train_plan(segments: Segments, clips_per_segment: int, seed: int, epoch: int,
+               jitter: float = 1.0) -> list[SampleKey]:
     """Epoch ``epoch``'s training clips, shuffled: ``clips_per_segment`` per segment, each
-    starting uniformly in ``[first, last]`` of its segment."""
-    jitter, order, augment = np.random.SeedSequence([seed, epoch]).spawn(3)
+    starting uniformly in ``[first, last]`` of its segment (``jitter`` 1, TSP), or in the
+    centred ``jitter`` share of that range (0: the middle start, the same window every
+    epoch; the same draws as 1 when the range is that share)."""
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"jitter must be in [0, 1], got {jitter}")
+    draw, order, augment = np.random.SeedSequence([seed, epoch]).spawn(3)
     seg = np.repeat(np.arange(len(segments), dtype=np.int64), clips_per_segment)
-    span = segments.last[seg] - segments.first[seg] + 1
-    start = segments.first[seg] + np.random.default_rng(jitter).integers(0, span)
+    first, last = segments.first[seg], segments.last[seg]
+    trim = np.floor((1.0 - jitter) * (last - first) / 2).astype(np.int64)
+    first, last = first + trim, last - trim
+    start = first + np.random.default_rng(draw).integers(0, last - first + 1)
     perm = np.random.default_rng(order).permutation(len(seg))
     # 63-bit seeds, one per position of the shuffled list.
     seeds = augment.generate_state(len(seg), dtype=np.uint64) >> np.uint64(1)

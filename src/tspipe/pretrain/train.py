@@ -230,7 +230,7 @@ def _train(cfg: PretrainConfig, clip: ClipConfig, dist: distributed.Dist, *, gro
             if first == 0:
                 running = {k: 0.0 for k in (*_STATS, "seconds")}
             batches.set_train(train_plan(train_sel.segments, cfg.clips_per_segment, cfg.seed,
-                                         epoch), first)
+                                         epoch, cfg.jitter), first)
             set_train_mode(train_model, cfg.freeze_bn)
             step, micro, tic = first, 0, time.perf_counter()
             sums = torch.zeros(len(_STATS) + 1, dtype=torch.float64, device=device)

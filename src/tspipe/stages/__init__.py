@@ -154,6 +154,14 @@ def _pretrain_outputs(params: Params, paths: RunPaths) -> list[Path]:
             paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")]
 
 
+def _pretrain_disabled(reason: str) -> Callable[[Params, RunPaths], Any]:
+    def write(params: Params, paths: RunPaths) -> Any:
+        from tspipe.stages.pretrain import disabled
+
+        return disabled(params, paths, reason=reason)
+    return write
+
+
 _PRETRAIN_CODE = ("tspipe.stages.pretrain", *(f"tspipe.pretrain.{m}" for m in (
     "train", "samples", "dataset", "loss", "optim", "model", "metrics", "state",
     "distributed", "report")), "tspipe.extract.preprocess", "tspipe.data.clip_sampler",
@@ -168,6 +176,7 @@ STAGES["base"] = Stage(
     outputs=_pretrain_outputs,
     code=_PRETRAIN_CODE,
     enabled=lambda params: params.base.enabled,
+    disabled=_pretrain_disabled("base.enabled: false"),
     scope=lambda params, paths: (params.for_base(), paths.for_variant("base")),
     record_as="pretrain",
 )
@@ -193,6 +202,7 @@ STAGES["pretrain"] = Stage(
     outputs=_pretrain_outputs,
     code=_PRETRAIN_CODE,
     enabled=lambda params: params.pretrain.enabled,
+    disabled=_pretrain_disabled("pretrain.enabled: false"),
     per_variant=True,
 )
 

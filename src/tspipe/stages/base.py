@@ -106,6 +106,21 @@ class PartialRun:
 
 
 @dataclass(frozen=True)
+class DisabledResult:
+    """What a disabled stage's run wrote: ``reason`` (the params key) and its markers."""
+
+    stage: str
+    reason: str
+    markers: list[Path]
+
+    def metrics(self) -> dict[str, float]:
+        return {"enabled": 0.0}
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     help: str
@@ -126,6 +141,11 @@ class Stage:
     scope: Callable[[Params, RunPaths], tuple[Params, RunPaths]] | None = None
     # The recorder (tspipe.recording) of its result, when not the stage's own name.
     record_as: str | None = None
+    # Run by `tspipe stage NAME` when ``enabled`` is false (DVC runs every foreach variant
+    # and every stage in dvc.yaml): writes the outputs as markers of a disabled stage so
+    # that DVC finds what it declared, and returns their :class:`DisabledResult`. None:
+    # the stage runs whatever ``enabled`` says.
+    disabled: Callable[[Params, RunPaths], DisabledResult] | None = None
 
     def run(self, params: Params, paths: RunPaths, reporter: Reporter,
             shard: tuple[int, int] | None = None) -> Any:

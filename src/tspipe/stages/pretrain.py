@@ -31,10 +31,10 @@ from typing import Any
 
 from tspipe import __version__
 from tspipe.config import Params
-from tspipe.io import atomic_write_json, sha256_file, sha256_json, source_hash
+from tspipe.io import atomic_write_json, atomic_write_text, sha256_file, sha256_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import result_dict
+from tspipe.stages.base import DisabledResult, result_dict
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,23 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         exported_epoch=result.exported_epoch, counts=result.counts,
         steps_per_epoch=result.steps_per_epoch, resumed_from=result.resumed_from,
         figures=[epochs_csv])
+
+
+def disabled(params: Params, paths: RunPaths, *, reason: str) -> DisabledResult:
+    """The outputs of a training that ``reason`` (``pretrain.enabled: false``) turns off, as
+    markers: ``models/pretrain/V/`` holds only ``disabled.json`` (a former training's files
+    are removed: nothing there may pass for this variant's weights), the metrics file is
+    ``{"enabled": 0}`` and the plots have their header only. DVC's foreach runs every
+    variant; the Prefect pipeline does not call disabled stages at all."""
+    out_dir = paths.model_dir("pretrain")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    markers = [atomic_write_json(out_dir / "disabled.json", {"reason": reason}),
+               atomic_write_json(paths.metrics("pretrain"), {"enabled": 0})]
+    for kind, columns in (("epochs", "epoch,valid_score"), ("steps", "step,loss")):
+        markers.append(atomic_write_text(paths.plot("pretrain", kind), columns + "\n"))
+    return DisabledResult("pretrain", reason, markers)
 
 
 def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dict[str, Path]]:
