@@ -358,8 +358,9 @@ class BaseConfig(Section):
     # Kinetics' role: action classification only (TAC), no GVF (there is none yet), and a
     # learning rate for training from scratch rather than for fine-tuning. On the dataset's
     # own segments it learns the videos' look more than their motion (one class per
-    # video); `pretrain.corpus` (the synth corpus) with adamw and freeze_stem false is the
-    # alternative under study (see tspipe.data.synth_corpus).
+    # video); `pretrain.corpus` (the synth corpus) with adamw, freeze_stem false and
+    # jitter 0 is the alternative under study (see tspipe.data.synth_corpus): it learns
+    # motion at some seeds only (the stage warns when validation stays at chance).
     pretrain: dict[str, Any] = {"mode": "tac", "use_gvf": False, "clips_per_segment": 5,
                                 "epochs": 10, "lr_backbone": 0.02, "lr_heads": 0.02,
                                 "warmup_epochs": 1, "lr_milestones": [8], "lr_gamma": 0.1}

@@ -145,3 +145,15 @@ def test_a_disabled_training_writes_markers_instead_of_training(tmp_path):
     base = run_stage("base", params, RunPaths.at(root), NullReporter()).result
     assert base.reason == "base.enabled: false"
     assert (root / "models/pretrain/base/disabled.json").exists()
+
+
+def test_a_training_that_never_left_chance_level_is_reported():
+    from tspipe.stages.pretrain import at_chance
+
+    stuck = [{"valid_action_acc": 0.266}, {"valid_action_acc": 0.26}]  # the corpus base, seed 2
+    msg = at_chance(stuck, 4)
+    assert msg is not None and "best 0.266" in msg and "1/4 = 0.250" in msg
+    assert at_chance([{"valid_action_acc": 0.469}, {"valid_action_acc": 0.635}], 4) is None
+    assert at_chance([{"valid_action_acc": 0.55}], 2) is not None  # 2 classes: chance 0.5
+    assert at_chance([{"valid_action_acc": float("nan")}], 4) is None  # nothing validated
+    assert at_chance([{"train_loss": 1.0}], 4) is None and at_chance(stuck, 1) is None

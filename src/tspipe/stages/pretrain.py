@@ -154,6 +154,9 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         f"pretrain: {cfg.mode} {cfg.encoder}, {len(result.epochs)} epochs, exported epoch "
         f"{result.exported_epoch}; " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
                                                  if k.startswith("valid_")))
+    stuck = at_chance(result.epochs, len(ann.classes) if ann.classes else 0)
+    if stuck:
+        reporter.message(f"pretrain: {stuck}", logging.WARNING)
     return PretrainStageResult(
         checkpoint=result.encoder_checkpoint, model=result.model_checkpoint,
         checkpoint_sha256=result.encoder_sha256, encoder=cfg.encoder, mode=cfg.mode,
@@ -162,6 +165,26 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         exported_epoch=result.exported_epoch, counts=result.counts,
         steps_per_epoch=result.steps_per_epoch, resumed_from=result.resumed_from,
         figures=[epochs_csv])
+
+
+#: Best validation action accuracy within this of 1 / classes counts as chance level.
+CHANCE_MARGIN = 0.05
+
+
+def at_chance(epochs: list[dict[str, float]], num_classes: int) -> str | None:
+    """A warning when no epoch's validation action accuracy left chance level (within
+    :data:`CHANCE_MARGIN` of ``1 / num_classes``): from scratch, a run can stay on its
+    first plateau (measured: the corpus base at some seeds), and features from such an
+    encoder carry no action information. None when it did, or nothing was validated."""
+    accs = [a for e in epochs if (a := e.get("valid_action_acc")) is not None and a == a]
+    if num_classes < 2 or not accs:
+        return None
+    chance = 1.0 / num_classes
+    if max(accs) > chance + CHANCE_MARGIN:
+        return None
+    return (f"validation action accuracy never left chance level (best {max(accs):.3f}, "
+            f"chance 1/{num_classes} = {chance:.3f}): the encoder did not learn the actions; "
+            "try another pretrain.seed, more epochs or a lower learning rate")
 
 
 def disabled(params: Params, paths: RunPaths, *, reason: str) -> DisabledResult:
