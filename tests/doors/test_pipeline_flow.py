@@ -154,3 +154,19 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     state = {r["stage"]: r["cached"] for r in third["stages"]}
     assert state == {**{n: True for n in RUNS}, "ingest": False, "evaluate@tac": False}
     assert (root / "data/annotations/annotations.json").exists()
+
+    # The per-stage flow of a variant whose training is off writes markers only (no
+    # MLflow run); the pipeline flow leaves that variant's pretrain out altogether.
+    import yaml
+
+    from tspipe.flows.stages import STAGE_FLOWS
+
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["compare"]["variants"]["off"] = {"pretrain": {"enabled": False}}
+    (root / "off.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    runs_before = len(_runs(root))
+    out = STAGE_FLOWS["pretrain"](params_path="off.yaml", root=str(root), variant="off")
+    assert out["metrics"] == {"enabled": 0.0} and out["mlflow_run_id"] is None
+    assert json.loads((root / "models/pretrain/off/disabled.json").read_text()) == {
+        "reason": "pretrain.enabled: false"}
+    assert len(_runs(root)) == runs_before
