@@ -100,3 +100,25 @@ def test_training_from_scratch_moves_the_stem_with_adamw():
     assert moved.numel() > 0
     # Adam's first step is lr * sign(grad) (m / sqrt(v) = +-1), plus the tiny decay
     assert moved.median().item() == pytest.approx(1e-3, rel=0.01)
+
+
+def test_head_init_reference_or_pytorch():
+    """head_init: reference gives TSP's N(0, 0.01) heads with zero bias; pytorch gives
+    nn.Linear's default, uniform in +-1/sqrt(fan_in) (from scratch: larger heads)."""
+    from tspipe.config import ClipConfig
+    from tspipe.pretrain.model import build_model
+
+    def heads(**kw):
+        cfg = PretrainConfig(init_checkpoint=None, mode="tsp", use_gvf=True, **kw)
+        return build_model(cfg, ClipConfig(), 5).model.heads()
+
+    ref, torch_default = heads(), heads(head_init="pytorch")
+    for head in ref:
+        assert head.weight.std().item() == pytest.approx(0.01, rel=0.25)
+        assert torch.count_nonzero(head.bias) == 0
+    for head in torch_default:
+        bound = head.in_features ** -0.5
+        assert head.weight.abs().max().item() <= bound
+        assert head.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.2)
+        assert 0 < head.bias.abs().max().item() <= bound
+    assert [h.in_features for h in ref] == [128, 256]  # fc1 on the clip, fc2 with the GVF

@@ -106,6 +106,10 @@ class TSPModel(nn.Module):
         else:
             self.fc = ActionHead(dim, num_classes)
 
+    def heads(self) -> list[nn.Linear]:
+        """The heads, in the order of their names (``fc1``, ``fc2``; or ``fc``)."""
+        return [self.fc1, self.fc2] if self.mode == "tsp" else [self.fc]
+
     def forward(self, x: torch.Tensor, gvf: torch.Tensor | None = None) -> TSPOutput:
         """``(N, 3, T, H, W)`` clips (and ``(N, F)`` GVFs in TSP mode with GVF) -> logits of
         each head and the clip features."""

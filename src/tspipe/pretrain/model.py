@@ -45,7 +45,8 @@ class BuiltModel(NamedTuple):
 def build_model(cfg: PretrainConfig, clip: ClipConfig, num_classes: int, *,
                 init_checkpoint: Path | None = None) -> BuiltModel:
     """Backbone (from ``init_checkpoint``, else random with ``cfg.seed``) plus heads
-    (N(0, 0.01), seeded). ``init_checkpoint`` defaults to ``cfg.init_checkpoint``."""
+    (seeded; ``cfg.head_init``: N(0, 0.01) as the reference, or nn.Linear's default).
+    ``init_checkpoint`` defaults to ``cfg.init_checkpoint``."""
     torch.manual_seed(cfg.seed)
     path = init_checkpoint or (Path(cfg.init_checkpoint) if cfg.init_checkpoint else None)
     if path is not None:
@@ -57,6 +58,9 @@ def build_model(cfg: PretrainConfig, clip: ClipConfig, num_classes: int, *,
         log.warning("pretrain: %s starts from RANDOM weights (no init_checkpoint); TSP "
                     "fine-tunes a Kinetics-pretrained encoder", cfg.encoder)
     model = TSPModel(backbone, num_classes, with_gvf=cfg.use_gvf, mode=cfg.mode)
+    if cfg.head_init == "pytorch":  # nn.Linear's own init instead of the reference's
+        for head in model.heads():
+            nn.Linear.reset_parameters(head)
     resize = tuple(clip.resize) if clip.crop == spec.size else default_resize(spec.size)
     return BuiltModel(model, spec, Preprocess.for_spec(spec, "reference", resize), sha)
 
