@@ -68,7 +68,7 @@ def default_videos(work_dir: Path, n_synth: int) -> list[Path]:
     from tspipe.data.synth import generate
 
     cfg = SynthConfig(videos=n_synth, classes=2, seed=0, min_duration=20, max_duration=30,
-                      fps=30, width=320, height=240)
+                      fps=30, width=320, height=240, corpus_videos=0)
     generate(cfg, work_dir / "synth")
     synth = sorted((work_dir / "synth" / "videos").glob("*.mp4"))
     shared = next((d for d in SHARED_VIDEOS if d.is_dir()), None)

@@ -127,7 +127,7 @@ def synth_videos(work_dir: Path, n: int, width: int, height: int, style: str) ->
     from tspipe.data.synth import generate
 
     cfg = SynthConfig(videos=n, classes=2, seed=0, min_duration=20, max_duration=30, fps=30,
-                      width=width, height=height)
+                      width=width, height=height, corpus_videos=0)
     folder = work_dir / f"synth-{width}x{height}"
     generate(cfg, folder)
     paths = sorted((folder / "videos").glob("*.mp4"))

@@ -77,7 +77,7 @@ class SynthConfig(Section):
     crf: Annotated[int, Field(ge=0, le=51)] = 23
     # The trimmed-clip corpus the base stage learns motion from (Kinetics' role; see
     # tspipe.data.synth_corpus): files of corpus_clips clips, each a fresh scene. 0: none.
-    corpus_videos: Annotated[int, Field(ge=0)] = 0
+    corpus_videos: Annotated[int, Field(ge=0)] = 48
     corpus_clips: PosInt = 32
     corpus_clip_seconds: Annotated[float, Field(ge=1.2)] = 2.4
     corpus_validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.125
@@ -156,6 +156,8 @@ class FlowConfig(Section):
 
 # Where the `base` stage writes its encoder (RunPaths.for_variant("base").pretrain_checkpoint).
 BASE_CHECKPOINT = "models/pretrain/base/checkpoint.pt"
+#: The synth stage's trimmed-clip corpus (synth.corpus_videos > 0), the base stage's data.
+CORPUS_FILE = "data/synth/corpus/synthactions_corpus.json"
 VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 
 
@@ -360,15 +362,17 @@ class BaseConfig(Section):
     ``pretrain.init_checkpoint`` naming the Kinetics weights."""
 
     enabled: bool = True
-    # Kinetics' role: action classification only (TAC), no GVF (there is none yet), and a
-    # learning rate for training from scratch rather than for fine-tuning. On the dataset's
-    # own segments it learns the videos' look more than their motion (one class per
-    # video); `pretrain.corpus` (the synth corpus) with adamw, freeze_stem false and
-    # jitter 0 is the alternative under study (see tspipe.data.synth_corpus): it learns
-    # motion at some seeds only (the stage warns when validation stays at chance).
-    pretrain: dict[str, Any] = {"mode": "tac", "use_gvf": False, "clips_per_segment": 5,
-                                "epochs": 10, "lr_backbone": 0.02, "lr_heads": 0.02,
-                                "warmup_epochs": 1, "lr_milestones": [8], "lr_gamma": 0.1}
+    # Kinetics' role: action classification only (TAC), no GVF (there is none yet), on the
+    # synth stage's trimmed-clip corpus (each clip a fresh scene: see
+    # tspipe.data.synth_corpus), trained from scratch: AdamW, the stem trained, nn.Linear's
+    # head init, one window per clip at its middle (jitter 0). On the untrimmed videos'
+    # own segments it learned their look (one class per video), not their motion.
+    pretrain: dict[str, Any] = {
+        "mode": "tac", "use_gvf": False, "corpus": CORPUS_FILE, "clips_per_segment": 1,
+        "jitter": 0.0, "epochs": 2, "batch_size": 16, "optimizer": "adamw",
+        "freeze_stem": False, "head_init": "pytorch", "lr_backbone": 0.002,
+        "lr_heads": 0.002, "weight_decay": 1e-4, "warmup_epochs": 0, "lr_milestones": [2],
+        "lr_gamma": 0.1}
 
 
 class VariantConfig(Section):

@@ -11,7 +11,9 @@ import yaml
 
 TINY_SYNTH = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0,
               "max_duration": 22.0, "fps": 10, "width": 64, "height": 48,
-              "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0}
+              "min_instances": 1, "max_instances": 2, "min_action": 3.0, "max_action": 5.0,
+              # The base stage's corpus: 2 files (1 training, 1 validation) of 4 clips.
+              "corpus_videos": 2, "corpus_clips": 4, "corpus_clip_seconds": 1.6}
 
 
 # Encoder runs decode in the test process: spawned workers cost seconds each to start.
@@ -21,8 +23,8 @@ TINY_LOCALIZE = {"temporal_scale": 16, "epochs": 2}
 # One epoch of one clip per segment, in the test process.
 TINY_PRETRAIN = {"epochs": 1, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
                  "warmup_epochs": 0, "lr_milestones": [1]}
-# The base stage's own recipe, cut to one epoch as well (its other overrides stay).
-TINY_BASE = {"epochs": 1, "clips_per_segment": 1, "warmup_epochs": 0, "lr_milestones": [1]}
+# The base stage's own recipe (on the corpus), cut to one step (its other overrides stay).
+TINY_BASE = {"epochs": 1, "batch_size": 4, "lr_milestones": [1]}
 
 
 def write_params(root: Path, repo_root: Path, **overrides: dict) -> Path:
