@@ -61,7 +61,9 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     url = f"sqlite:///{root / 'catalog.db'}"
     with Catalog(url) as cat:
         datasets = cat.datasets()
-        assert [(d.name, d.num_videos) for d in datasets] == [("synthactions", 3)]
+        # the benchmark and the base stage's trimmed-clip corpus (2 files)
+        assert sorted((d.name, d.num_videos) for d in datasets) == [
+            ("synthactions", 3), ("synthactions_corpus", 2)]
         rows = cat.videos("synthactions")
         assert sorted(v.video_id for v in rows) == [p.stem for p in videos]
         assert {v.status for v in rows} == {"ok"}
@@ -74,6 +76,11 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     # The base stage's encoder is what the GVF and both fine-tunes start from.
     base_sha = by_name["base"].data.tags["tspipe.checkpoint_sha256"]
     assert (root / "models/pretrain/base/checkpoint.pt").exists()
+    with Catalog(url) as cat:  # trained on the corpus, not on the benchmark's segments
+        [base_row] = [c for c in cat.checkpoints() if c.sha256 == base_sha]
+        names = {d.id: d.name for d in cat.datasets()}
+    assert names[base_row.dataset_id] == "synthactions_corpus"
+    assert by_name["base"].data.metrics["count_train_videos"] == 1.0  # 1 of 2 corpus files
     assert by_name["gvf"].data.metrics["ok"] == 3.0
     assert (root / "data/gvf/gvf.h5").exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -141,7 +148,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
     assert all(r["cached"] for r in again["stages"])
     with Catalog(url) as cat:
-        assert len(cat.datasets()) == 1
+        assert len(cat.datasets()) == 2
         assert len(cat.videos()) == 3
         assert len(cat.list_feature_versions()) == 2
     assert len([r for r in _runs(root) if r.data.tags.get("tspipe.kind") == "pipeline"]) == 2
