@@ -97,9 +97,7 @@ def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
     MLflow and record it in the catalog. ``shard=(i, n)``: only shard ``i`` of ``n`` (see
     :meth:`Batching.run_all`)."""
     stage, params, paths = bind(name, params, paths)
-    if stage.disabled is not None and not stage.enabled(params):
-        # No MLflow run, no catalog row: nothing was trained or made.
-        result = stage.disabled(params, paths)
+    if (result := stage.run_disabled(params, paths)) is not None:
         reporter.message(f"{name}: disabled ({result.reason}); wrote only "
                          f"{len(result.markers)} marker outputs")
         return StageOutcome(name, result, None)

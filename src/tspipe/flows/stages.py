@@ -172,8 +172,7 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
     root = str(RunPaths.at(root).root)  # absolute: tasks may run in other processes (Ray)
     params_path = str(RunPaths.at(root).resolve(params_path))
     stage, params, paths = load_bound(params_path, root, name)
-    if stage.disabled is not None and not stage.enabled(params):
-        result = stage.disabled(params, paths)  # markers only: see Stage.disabled
+    if (result := stage.run_disabled(params, paths)) is not None:
         return {"stage": name, "cached": False, "mlflow_run_id": None,
                 "metrics": result.metrics(), "summary": f"disabled ({result.reason})"}
     policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))

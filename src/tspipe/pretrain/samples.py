@@ -138,9 +138,9 @@ def num_classes_of(table: pa.Table) -> int:
 def train_plan(segments: Segments, clips_per_segment: int, seed: int, epoch: int,
                jitter: float = 1.0) -> list[SampleKey]:
     """Epoch ``epoch``'s training clips, shuffled: ``clips_per_segment`` per segment, each
-    starting uniformly in ``[first, last]`` of its segment (``jitter`` 1, TSP), or in the
-    centred ``jitter`` share of that range (0: the middle start, the same window every
-    epoch; the same draws as 1 when the range is that share)."""
+    starting uniformly in ``[first, last]`` of its segment (``jitter`` 1: TSP's rule, the
+    same draws as before the option existed), or in the centred ``jitter`` share of that
+    range (0: the middle start, the same window every epoch)."""
     if not 0.0 <= jitter <= 1.0:
         raise ValueError(f"jitter must be in [0, 1], got {jitter}")
     draw, order, augment = np.random.SeedSequence([seed, epoch]).spawn(3)

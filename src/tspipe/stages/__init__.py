@@ -154,11 +154,11 @@ def _pretrain_outputs(params: Params, paths: RunPaths) -> list[Path]:
             paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")]
 
 
-def _pretrain_disabled(reason: str) -> Callable[[Params, RunPaths], Any]:
-    def write(params: Params, paths: RunPaths) -> Any:
+def _pretrain_disabled(reason: str) -> Callable[[RunPaths], Any]:
+    def write(paths: RunPaths) -> Any:
         from tspipe.stages.pretrain import disabled
 
-        return disabled(params, paths, reason=reason)
+        return disabled(paths, reason=reason)
     return write
 
 

@@ -109,7 +109,6 @@ class PartialRun:
 class DisabledResult:
     """What a disabled stage's run wrote: ``reason`` (the params key) and its markers."""
 
-    stage: str
     reason: str
     markers: list[Path]
 
@@ -141,11 +140,17 @@ class Stage:
     scope: Callable[[Params, RunPaths], tuple[Params, RunPaths]] | None = None
     # The recorder (tspipe.recording) of its result, when not the stage's own name.
     record_as: str | None = None
-    # Run by `tspipe stage NAME` when ``enabled`` is false (DVC runs every foreach variant
-    # and every stage in dvc.yaml): writes the outputs as markers of a disabled stage so
-    # that DVC finds what it declared, and returns their :class:`DisabledResult`. None:
-    # the stage runs whatever ``enabled`` says.
-    disabled: Callable[[Params, RunPaths], DisabledResult] | None = None
+    # Writes the outputs as markers of a disabled stage, so that DVC (which runs every
+    # foreach variant and every stage in dvc.yaml) finds what it declared; see
+    # :meth:`run_disabled`. None: the stage runs whatever ``enabled`` says.
+    disabled: Callable[[RunPaths], DisabledResult] | None = None
+
+    def run_disabled(self, params: Params, paths: RunPaths) -> DisabledResult | None:
+        """When ``params`` disable the stage and it has a ``disabled`` writer: its markers,
+        written (no MLflow run, no catalog row: nothing was made). Else None: run it."""
+        if self.disabled is None or self.enabled(params):
+            return None
+        return self.disabled(paths)
 
     def run(self, params: Params, paths: RunPaths, reporter: Reporter,
             shard: tuple[int, int] | None = None) -> Any:

@@ -135,6 +135,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
     else:
         ann, groundtruth, videos = _corpus(corpus, params, out_dir)
 
+    num_classes = len(ann.classes) if ann.classes else None
     steps = StepLog()
 
     def on_metrics(step: int, metrics: dict[str, float]) -> None:
@@ -144,7 +145,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
 
     result = train(cfg, params.clip, groundtruth=groundtruth, videos=videos, out_dir=out_dir,
                    gvf=gvf, init_checkpoint=init,
-                   num_classes=len(ann.classes) if ann.classes else None,
+                   num_classes=num_classes,
                    resume=resume, on_metrics=on_metrics, reporter=reporter)
     epochs_csv, steps_csv = paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")
     write_reports(result, paths.metrics("pretrain"), epochs_csv, steps=steps,
@@ -154,7 +155,7 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageRes
         f"pretrain: {cfg.mode} {cfg.encoder}, {len(result.epochs)} epochs, exported epoch "
         f"{result.exported_epoch}; " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
                                                  if k.startswith("valid_")))
-    stuck = at_chance(result.epochs, len(ann.classes) if ann.classes else 0)
+    stuck = at_chance(result.epochs, num_classes or 0)
     if stuck:
         reporter.message(f"pretrain: {stuck}", logging.WARNING)
     return PretrainStageResult(
@@ -187,7 +188,7 @@ def at_chance(epochs: list[dict[str, float]], num_classes: int) -> str | None:
             "try another pretrain.seed, more epochs or a lower learning rate")
 
 
-def disabled(params: Params, paths: RunPaths, *, reason: str) -> DisabledResult:
+def disabled(paths: RunPaths, *, reason: str) -> DisabledResult:
     """The outputs of a training that ``reason`` (``pretrain.enabled: false``) turns off, as
     markers: ``models/pretrain/V/`` holds only ``disabled.json`` (a former training's files
     are removed: nothing there may pass for this variant's weights), the metrics file is
@@ -201,7 +202,7 @@ def disabled(params: Params, paths: RunPaths, *, reason: str) -> DisabledResult:
                atomic_write_json(paths.metrics("pretrain"), {"enabled": 0})]
     for kind, columns in (("epochs", "epoch,valid_score"), ("steps", "step,loss")):
         markers.append(atomic_write_text(paths.plot("pretrain", kind), columns + "\n"))
-    return DisabledResult("pretrain", reason, markers)
+    return DisabledResult(reason, markers)
 
 
 def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dict[str, Path]]:
