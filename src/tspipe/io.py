@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -115,3 +116,18 @@ def source_hash(modules: Iterable[str], *, version: str) -> str:
     """Code version: hash of a package version and the source of the named modules."""
     return sha256_json([version] + [
         sha256_bytes(inspect.getsource(importlib.import_module(m)).encode()) for m in modules])
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A dataclass result as JSON-able dict (paths become strings)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return {f.name: conv(getattr(result, f.name)) for f in dataclasses.fields(result)}

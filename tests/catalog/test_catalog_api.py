@@ -13,7 +13,6 @@ from tspipe.catalog import (
     Catalog,
     VideoRow,
     current_revision,
-    feature_version_id,
     head_revision,
     make_engine,
     split_metric,
@@ -21,6 +20,7 @@ from tspipe.catalog import (
 )
 from tspipe.catalog import api as catalog_api
 from tspipe.errors import CatalogError
+from tspipe.provenance import feature_version_id
 
 TABLES = ("datasets", "videos", "checkpoints", "feature_versions", "evaluations")
 

@@ -16,7 +16,6 @@ from tspipe.extract import (
     export_csv,
     export_npy,
     feature_attrs,
-    feature_version,
     merge_h5,
     read_attrs,
     read_csv_features,
@@ -162,12 +161,3 @@ def test_merge_h5_of_shards(tmp_path):
     with pytest.raises(StageError, match="differ"):
         merge_h5([shards[0], other], tmp_path / "mixed.h5")
     assert not (tmp_path / "mixed.h5").exists()
-
-
-def test_feature_version_is_the_catalogs():
-    from tspipe.catalog.ids import feature_version_id
-
-    args = ("ab" * 32, {"clip": {"frames": 16}}, "cd" * 32, "code1")
-    assert feature_version(*args) == feature_version_id(*args)
-    assert feature_version("ab" * 32, {"clip": {"frames": 8}}, "cd" * 32, "code1") \
-        != feature_version(*args)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from pretrain_helpers import CLIP, SPEC, pretrain_config, state_dict_of
 
-from tspipe.extract.cli import load_encoder
 from tspipe.models.checkpoints import read_checkpoint
+from tspipe.models.loading import load_encoder
 from tspipe.pretrain import StepLog, train, write_reports
 
 

@@ -14,8 +14,8 @@ from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
-from tspipe.extract.cli import load_encoder
 from tspipe.io import sha256_file
+from tspipe.models.loading import load_encoder
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
 from tspipe.runner import run_stage

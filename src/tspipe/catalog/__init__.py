@@ -7,7 +7,6 @@ SQLite by default, PostgreSQL via ``TSPIPE_CATALOG_URL``. The schema is migrated
 
 from tspipe.catalog.api import Catalog
 from tspipe.catalog.engine import DEFAULT_URL, hidden_url, make_engine
-from tspipe.catalog.ids import feature_version_id
 from tspipe.catalog.migrate import current_revision, head_revision, upgrade
 from tspipe.catalog.queries import split_metric
 from tspipe.catalog.records import (
@@ -46,7 +45,6 @@ __all__ = [
     "VideoRecord",
     "VideoRow",
     "current_revision",
-    "feature_version_id",
     "head_revision",
     "hidden_url",
     "make_engine",

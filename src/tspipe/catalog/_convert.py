@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tspipe.catalog import models
-from tspipe.catalog.ids import check_sha256
 from tspipe.catalog.records import (
     CheckpointRecord,
     DatasetRecord,
@@ -20,6 +19,7 @@ from tspipe.catalog.records import (
     VideoRow,
 )
 from tspipe.errors import CatalogError
+from tspipe.provenance import check_sha256
 
 # Method names are identifiers, so `best("gtad.average_map")` splits unambiguously.
 _METHOD = re.compile(r"^[a-z][a-z0-9_]*$")

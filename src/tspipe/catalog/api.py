@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from tspipe.catalog import _convert as cv
 from tspipe.catalog import queries as q
 from tspipe.catalog.engine import READ_ONLY, hidden_url, make_engine
-from tspipe.catalog.ids import check_sha256, feature_version_id
 from tspipe.catalog.migrate import require_head
 from tspipe.catalog.models import (
     CHECKPOINT_ORIGINS,
@@ -49,6 +48,7 @@ from tspipe.catalog.records import (
     VideoRow,
 )
 from tspipe.errors import CatalogError
+from tspipe.provenance import check_sha256, feature_version_id
 
 logger = logging.getLogger(__name__)
 

@@ -45,9 +45,8 @@ from tspipe.data.download_sources import (
     remove_part,
 )
 from tspipe.errors import DownloadError, StageError, UnsafeIdError
-from tspipe.io import atomic_write_json, safe_id, sha256_file
+from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_file
 from tspipe.reporting import NullReporter, Reporter
-from tspipe.stages.base import result_dict
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,7 @@ import numpy as np
 from tspipe.config import SynthConfig
 from tspipe.data.synth_render import PATTERNS, RenderSpec, Span, render_frames
 from tspipe.errors import ConfigError, StageError
-from tspipe.io import atomic_path, atomic_write_json, safe_id, sha256_file, sha256_json
-from tspipe.stages.base import result_dict
+from tspipe.io import atomic_path, atomic_write_json, result_dict, safe_id, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@
 - :mod:`.compare`: :func:`compare_modes` (fast vs reference).
 - :mod:`.cli`: ``tspipe extract`` (standalone).
 
-Nothing here imports Prefect, MLflow or the catalog (the feature version id helper
-imports ``tspipe.catalog.ids`` on use).
+Nothing here imports Prefect, MLflow or the catalog; a feature version's id is
+:func:`tspipe.provenance.feature_version_id`.
 """
 
 from tspipe.extract.compare import ModeComparison, compare_modes
@@ -34,7 +34,6 @@ from tspipe.extract.writers import (
     H5FeatureWriter,
     MemoryWriter,
     feature_attrs,
-    feature_version,
     read_attrs,
     read_features,
 )
@@ -60,7 +59,6 @@ __all__ = [
     "extract_features",
     "extract_gvf",
     "feature_attrs",
-    "feature_version",
     "make_loader",
     "merge_h5",
     "pool_features",

@@ -12,15 +12,11 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 import typer
-from torch import nn
 
-from tspipe import __version__
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError, TspipeError
 from tspipe.extract.loader import VideoInput
@@ -31,31 +27,18 @@ from tspipe.extract.runner import (
     extract_features,
     resolve_device,
 )
-from tspipe.extract.writers import H5FeatureWriter, feature_attrs, feature_version
-from tspipe.io import safe_id, sha256_file, sha256_json, source_hash
-from tspipe.models.checkpoints import load_into, read_checkpoint
-from tspipe.models.registry import build_encoder
-from tspipe.models.spec import InputSpec
+from tspipe.extract.writers import H5FeatureWriter, extraction_params, feature_attrs
+from tspipe.io import safe_id, sha256_file, sha256_json
+from tspipe.models.loading import load_encoder
+from tspipe.provenance import FILES_EXTRACT_CODE, feature_version_id
 from tspipe.reporting import LoggingReporter, Reporter
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg",
                             ".flv", ".wmv", ".3gp"})
-# Modules whose source decides the feature numbers: part of the feature version id.
-CODE_MODULES = ("tspipe.extract.preprocess", "tspipe.extract.loader", "tspipe.extract.runner",
-                "tspipe.data.clip_sampler", "tspipe.data.video.decode",
-                "tspipe.data.video.timeline", "tspipe.data.video.backend_pyav")
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-@dataclass(frozen=True)
-class LoadedEncoder:
-    model: nn.Module
-    spec: InputSpec
-    checkpoint_sha256: str
-    random_init_seed: int | None = None
 
 
 def video_id_for(path: Path) -> str:
@@ -86,48 +69,6 @@ def find_videos(inputs: Sequence[str | Path]) -> list[VideoInput]:
     return videos
 
 
-def load_encoder(encoder: str, checkpoint: str | Path | None, *,
-                 allow_random_init: bool = False, seed: int = 0) -> LoadedEncoder:
-    """The encoder with the checkpoint's weights (its input spec when it carries one), or,
-    only when allowed, seeded random weights."""
-    if checkpoint is None:
-        if not allow_random_init:
-            raise ConfigError(f"encoder {encoder}: no --checkpoint given; features from random "
-                              "weights are meaningless for localization (pass "
-                              "--allow-random-init to make them anyway, e.g. for a smoke test)")
-        torch.manual_seed(seed)
-        model = build_encoder(encoder, num_classes=None)
-        log.warning("encoder %s: RANDOM WEIGHTS (seed %d), NOT A PRETRAINED MODEL: these "
-                    "features are for testing only", encoder, seed)
-        sha = sha256_json({"random_init": encoder, "seed": seed, "torch": torch.__version__})
-        return LoadedEncoder(model, model.input_spec, sha, seed)
-    ckpt = read_checkpoint(checkpoint)
-    arch = ckpt.metadata.get("arch")
-    if ckpt.layout == "tspipe" and arch != encoder:
-        raise ConfigError(f"{checkpoint}: a {arch} checkpoint, not {encoder}")
-    model = build_encoder(encoder, num_classes=None)
-    load_into(model, ckpt, strict=True)
-    spec = model.input_spec
-    norm = ckpt.metadata.get("normalization")
-    if ckpt.layout == "tspipe" and isinstance(norm, dict) and "mean" in norm:
-        spec = InputSpec.from_dict(norm)  # the file's own convention, not the default
-    return LoadedEncoder(model, spec, ckpt.sha256)
-
-
-def extraction_params(encoder: str, sampler: ClipSampler, prep: Preprocess,
-                      **extra: Any) -> dict[str, Any]:
-    """The params of a feature version id: encoder, clips, preprocessing, plus ``extra``
-    (precision settings, dtype, pooling, ...)."""
-    return {"encoder": encoder, "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
-                                         "stride": sampler.stride},
-            "preprocess": prep.to_dict(), **extra}
-
-
-def code_version() -> str:
-    """Hash of the package version and the source of :data:`CODE_MODULES`."""
-    return source_hash(CODE_MODULES, version=__version__)
-
-
 def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
                 checkpoint: str | Path | None = None, mode: str = "reference",
                 clip_len: int = 16, frame_rate: float = 15.0, stride: int = 16,
@@ -153,7 +94,8 @@ def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
     params = extraction_params(encoder, sampler, prep, dtype=dtype,
                                amp=amp if dev.type == "cuda" else "off")
     manifest = sha256_json([[v.video_id, sha256_file(v.path)] for v in videos])
-    version = feature_version(loaded.checkpoint_sha256, params, manifest, code_version())
+    version = feature_version_id(loaded.checkpoint_sha256, params, manifest,
+                                 FILES_EXTRACT_CODE)
     extra = {} if loaded.random_init_seed is None else {"random_init_seed":
                                                         loaded.random_init_seed}
     attrs = feature_attrs(encoder=encoder, checkpoint_sha256=loaded.checkpoint_sha256,

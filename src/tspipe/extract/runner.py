@@ -23,7 +23,6 @@ reports record it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -40,10 +39,10 @@ from tspipe.extract.loader import ClipBatch, VideoInput, make_loader
 from tspipe.extract.preprocess import CHUNK_BYTES, Mode, Preprocess, gather_clips
 from tspipe.models.spec import InputSpec
 from tspipe.reporting import NullReporter, Reporter
+from tspipe.runtime import Amp, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
-Amp = Literal["auto", "bf16", "fp16", "off"]
 PreprocessOn = Literal["auto", "host", "device"]
 PREPROCESS_ON: tuple[PreprocessOn, ...] = ("auto", "host", "device")
 TASK = "extract"
@@ -92,13 +91,6 @@ class ExtractResult:
                 "preprocess_on": self.preprocess_on}
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_preprocess_on(setting: str, device: torch.device) -> Literal["host", "device"]:
     """``auto``: ``device`` on CUDA, ``host`` elsewhere."""
     if setting not in PREPROCESS_ON:
@@ -136,15 +128,6 @@ class DeviceFrames:
         if not batch.video_ids:
             return None
         return gather_clips(pool, self._to(batch.frame_index))
-
-
-def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision on CUDA only (``auto``: bf16 where supported, else fp16)."""
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def encode(model: nn.Module, clips: Tensor) -> Tensor:

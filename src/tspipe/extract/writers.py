@@ -59,14 +59,13 @@ def feature_attrs(*, encoder: str, checkpoint_sha256: str, feature_version: str,
             **extra}
 
 
-def feature_version(checkpoint_sha256: str, extract_params: Mapping[str, Any],
-                    manifest_sha256: str, code_version: str) -> str:
-    """:func:`tspipe.catalog.ids.feature_version_id` (imported here, on use: the catalog
-    package pulls in SQLAlchemy, which extraction workers do not need)."""
-    from tspipe.catalog.ids import feature_version_id
-
-    return feature_version_id(checkpoint_sha256, extract_params, manifest_sha256,
-                              code_version)
+def extraction_params(encoder: str, sampler: ClipSampler, prep: Preprocess,
+                      **extra: Any) -> dict[str, Any]:
+    """The params of a feature version id: encoder, clips, preprocessing, plus ``extra``
+    (precision settings, dtype, pooling, ...)."""
+    return {"encoder": encoder, "clip": {"frames": sampler.frames, "fps": str(sampler.fps),
+                                         "stride": sampler.stride},
+            "preprocess": prep.to_dict(), **extra}
 
 
 def plain_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ clipped to [0, 1]. Videos without features are reported by id and left out.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -37,6 +36,7 @@ from tspipe.localize.postprocess import (
 )
 from tspipe.localize.targets import BMNTargets, bmn_targets, stack_targets
 from tspipe.reporting import NullReporter, Reporter
+from tspipe.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +167,6 @@ def model_targets(method: str, out: MapOutput, targets: BMNTargets, scale: int
             valid_mask(scale, d, device=device))
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @dataclass(frozen=True)
 class EpochLoss:
     epoch: int
@@ -202,7 +196,7 @@ def fit(method: str, model: nn.Module, data: LocalizationData, recipe: Recipe, *
         for idx in torch.randperm(n, generator=order_gen).split(recipe.batch_size):
             x = data.features[idx].to(device, non_blocking=True)
             t = BMNTargets(*(getattr(data.targets, f)[idx].to(device) for f in BMNTargets._fields))
-            with _autocast(device, amp):
+            with autocast(device, "bf16" if amp else "off"):
                 out = model(x)
             t, mask = model_targets(method, out, t, data.scale)
             parts = bmn_loss(out, t, mask, generator=loss_gen)
@@ -232,7 +226,7 @@ def predict(method: str, model: nn.Module, data: LocalizationData, *, device: to
     with torch.inference_mode():
         for lo in range(0, len(data.video_ids), batch_size):
             x = data.features[lo:lo + batch_size].to(device)
-            with _autocast(device, amp):
+            with autocast(device, "bf16" if amp else "off"):
                 out = model(x)
             maps = out.confidence_map.float().cpu().numpy()
             start, end = out.start.float().cpu().numpy(), out.end.float().cpu().numpy()

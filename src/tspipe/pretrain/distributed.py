@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from tspipe.extract.runner import resolve_device
+from tspipe.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tspipe.config import PretrainConfig
-from tspipe.extract.runner import autocast
 from tspipe.pretrain.distributed import Dist
+from tspipe.runtime import autocast
 
 
 @torch.no_grad()

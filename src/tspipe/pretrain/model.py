@@ -2,7 +2,7 @@
 
 The backbone is built by name (``num_classes=None``: it returns clip features) and, with
 an ``init_checkpoint``, loaded strictly through extraction's own
-:func:`~tspipe.extract.cli.load_encoder` (any layout it reads; a tspipe file's input spec
+:func:`~tspipe.models.loading.load_encoder` (any layout it reads; a tspipe file's input spec
 wins over the encoder's default). TSP's heads (or TAC's one) go on top
 (:class:`~tspipe.models.heads.TSPModel`). Crop and resize follow the rule the gvf and
 extract stages use, so training and extraction see clips of the same geometry.
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from tspipe.config import ClipConfig, PretrainConfig
-from tspipe.extract.cli import load_encoder
 from tspipe.extract.preprocess import Preprocess, default_resize
 from tspipe.models.checkpoints import save_checkpoint
 from tspipe.models.heads import TSPModel
+from tspipe.models.loading import load_encoder
 from tspipe.models.registry import build_encoder
 from tspipe.models.spec import InputSpec
 

@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader
 from tspipe.config import ClipConfig, PretrainConfig
 from tspipe.data.clips import GROUNDTRUTH_SCHEMA, ClipSampler, read_table
 from tspipe.errors import ConfigError
-from tspipe.extract.runner import autocast
-from tspipe.io import sha256_file
+from tspipe.io import result_dict, sha256_file
 from tspipe.models.checkpoints import load_into
 from tspipe.pretrain import distributed
 from tspipe.pretrain.dataset import ClipDataset, check_gvf, worker_init
@@ -58,7 +57,8 @@ from tspipe.pretrain.state import (
     set_rng_state,
 )
 from tspipe.reporting import NullReporter, Reporter
-from tspipe.stages.base import result_dict
+from tspipe.runtime import autocast
+from tspipe.runtime import precision as runtime_precision
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _train(cfg: PretrainConfig, clip: ClipConfig, dist: distributed.Dist, *, gro
     steps = steps_per_epoch(len(train_sel.segments) * cfg.clips_per_segment, cfg.batch_size)
     optimizer = build_optimizer(model, cfg, cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg, steps)
-    precision = _precision(device, cfg.amp)
+    precision = runtime_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     counts.update(train_clips=len(train_sel.segments) * cfg.clips_per_segment,
                   valid_clips=len(valid_sel.segments) * cfg.clips_per_segment)
@@ -351,12 +351,3 @@ def make_loader(dataset: ClipDataset, batches: BatchPlan, workers: int,
                       worker_init_fn=worker_init if workers else None,
                       multiprocessing_context="spawn" if workers else None,
                       persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
-
-
-def _precision(device: torch.device, amp: str) -> str:
-    """``off`` on the CPU; on CUDA ``auto`` is bf16 where supported, else fp16."""
-    if device.type != "cuda" or amp == "off":
-        return "off"
-    if amp == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return amp

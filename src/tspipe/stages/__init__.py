@@ -16,7 +16,7 @@ from tspipe.config import Params
 from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, Batching, PartialRun, Stage, StageResult, tree_hash
+from tspipe.stages.contract import Batch, Batching, PartialRun, Stage, StageResult, tree_hash
 
 
 def _run_synth(params: Params, paths: RunPaths, reporter: Reporter) -> StageResult:

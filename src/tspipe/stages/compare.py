@@ -26,10 +26,9 @@ from typing import Any
 
 from tspipe.config import Params
 from tspipe.errors import StageError
-from tspipe.io import atomic_write_json, atomic_write_text
+from tspipe.io import atomic_write_json, atomic_write_text, result_dict
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import result_dict
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from tspipe.data.clips import ClipSampler, build_groundtruth, windows_table, wri
 from tspipe.data.download import read_manifest
 from tspipe.data.video import probe, standardize
 from tspipe.errors import VideoError
-from tspipe.io import atomic_write_json, safe_id, sha256_json
+from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.contract import Batch
 
 log = logging.getLogger(__name__)
 

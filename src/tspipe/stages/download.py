@@ -13,10 +13,10 @@ from typing import Any
 from tspipe.config import Params
 from tspipe.data.annotations import Annotations, read_activitynet
 from tspipe.data.download import download_all, read_manifest, summarize, write_manifest
-from tspipe.io import atomic_write_json, sha256_json
+from tspipe.io import atomic_write_json, result_dict, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.contract import Batch
 
 log = logging.getLogger(__name__)
 

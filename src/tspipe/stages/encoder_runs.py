@@ -6,7 +6,7 @@ shard is one Prefect task (one Ray task with ``runner: ray``), one HDF5 file and
 JSON report beside it; the report is written last, so a shard with a report is complete.
 
 Everything that decides the numbers is hashed into the run's **version**
-(:func:`tspipe.catalog.ids.feature_version_id`): the checkpoint's sha256, the params that
+(:func:`tspipe.provenance.feature_version_id`): the checkpoint's sha256, the params that
 change numbers (encoder, clip, preprocessing, precision settings, and the stage's own:
 dtype or pooling), the manifest hash of the videos (ids + the downloaded files' sha256 +
 the decode settings that made the standardized copies) and the code version. Shards live
@@ -39,16 +39,16 @@ import torch
 from tspipe.config import EncoderRunConfig, Params
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError, StageError
-from tspipe.extract.cli import LoadedEncoder, extraction_params, load_encoder
-from tspipe.extract.cli import code_version as extract_code_version
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import Preprocess, default_resize
 from tspipe.extract.runner import ExtractResult, FeatureWriter, extract_features, resolve_device
-from tspipe.extract.writers import feature_attrs, feature_version
+from tspipe.extract.writers import extraction_params, feature_attrs
 from tspipe.io import atomic_write_json, sha256_json
+from tspipe.models.loading import LoadedEncoder, load_encoder
 from tspipe.paths import RunPaths
+from tspipe.provenance import feature_version_id
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch
+from tspipe.stages.contract import Batch
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _checkpoint(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
 
 
 def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths, *,
-                out_root: Path, extra: Mapping[str, Any], code: tuple[str, ...] = (),
+                out_root: Path, extra: Mapping[str, Any], code: str,
                 default_checkpoint: Path | None = None, default_origin: str = "official"
                 ) -> EncoderRun:
     """Resolve the weights, the clips and the videos of one run, and its version."""
@@ -208,11 +208,10 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
                                                      device=cfg.device, amp=cfg.amp,
                                                      **dict(extra))}
     manifest = manifest_sha256(videos, params)
-    code_version = sha256_json([extract_code_version(), *code])
-    version = feature_version(loaded.checkpoint_sha256, id_params, manifest, code_version)
+    version = feature_version_id(loaded.checkpoint_sha256, id_params, manifest, code)
     return EncoderRun(stage=stage, cfg=cfg, checkpoint=checkpoint, origin=origin,
                       loaded=loaded, sampler=sampler, prep=prep, videos=videos,
-                      id_params=id_params, manifest_sha256=manifest, code_version=code_version,
+                      id_params=id_params, manifest_sha256=manifest, code_version=code,
                       version=version, out_dir=out_root / version)
 
 

@@ -41,10 +41,9 @@ import numpy as np
 
 from tspipe.config import Params
 from tspipe.errors import StageError
-from tspipe.io import atomic_write_json
+from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import result_dict
 
 log = logging.getLogger(__name__)
 

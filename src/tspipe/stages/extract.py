@@ -41,16 +41,16 @@ from typing import Any
 
 import h5py
 
-from tspipe import __version__
 from tspipe.config import Params
 from tspipe.errors import ConfigError, StageError
 from tspipe.extract.concat import concat_features
 from tspipe.extract.export import export_csv, export_npy, merge_h5
-from tspipe.extract.writers import H5FeatureWriter, feature_version
-from tspipe.io import atomic_write_json, sha256_json, source_hash
+from tspipe.extract.writers import H5FeatureWriter
+from tspipe.io import atomic_write_json, result_dict, sha256_json
 from tspipe.paths import RunPaths
+from tspipe.provenance import CONCAT_CODE, EXTRACT_CODE, feature_version_id
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.contract import Batch
 from tspipe.stages.encoder_runs import (
     SHARD_PREFIX,
     EncoderRun,
@@ -66,8 +66,6 @@ from tspipe.stages.encoder_runs import (
 
 log = logging.getLogger(__name__)
 
-CODE = ("tspipe.stages.extract", "tspipe.extract.writers")
-CONCAT_CODE = ("tspipe.stages.extract", "tspipe.extract.concat", "tspipe.extract.writers")
 
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
@@ -78,7 +76,7 @@ def make_run(params: Params, paths: RunPaths) -> EncoderRun:
 def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
     cfg = params.extract
     return encoder_run("extract", cfg, params, paths, out_root=paths.features_root,
-                       extra={"dtype": cfg.dtype}, code=(source_hash(CODE, version=__version__),),
+                       extra={"dtype": cfg.dtype}, code=EXTRACT_CODE,
                        default_checkpoint=pretrained_weights(params, paths),
                        default_origin="pretrain")
 
@@ -101,7 +99,7 @@ def _make_flow_run(params: Params, paths: RunPaths) -> EncoderRun:
     # Its weights are flow_checkpoint or seeded random ones: never the pretrain stage's
     # (that fine-tunes the RGB stream).
     return encoder_run("extract", flow_cfg, params, paths, out_root=paths.features_root,
-                       extra={"dtype": cfg.dtype}, code=(source_hash(CODE, version=__version__),))
+                       extra={"dtype": cfg.dtype}, code=EXTRACT_CODE)
 
 
 @dataclass(frozen=True)
@@ -121,10 +119,10 @@ class TwoStream:
             raise StageError("extract: the RGB and flow streams see different videos")
         id_params = {"stage": "extract", "dtype": dtype,
                      "concat": {"rgb": rgb.version, "flow": flow.version}}
-        code = sha256_json([source_hash(CONCAT_CODE, version=__version__)])
+        code = CONCAT_CODE
         # The catalog's id recipe, with the RGB stream's weights as the version's checkpoint
         # (the flow stream's are in its own version, named in "concat").
-        version = feature_version(rgb.checkpoint_sha256, id_params, rgb.manifest_sha256, code)
+        version = feature_version_id(rgb.checkpoint_sha256, id_params, rgb.manifest_sha256, code)
         return cls(rgb, flow, id_params, code, version, rgb.out_dir.parent / version)
 
     def flow_batch(self, batch: Batch) -> Batch:

@@ -24,10 +24,10 @@ from typing import Any
 from tspipe.config import Params
 from tspipe.data.flow import FlowSettings, flow_settings_of, video_flow, write_flow
 from tspipe.errors import VideoError
-from tspipe.io import atomic_write_json, safe_id, sha256_json
+from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.contract import Batch
 from tspipe.stages.encoder_runs import DecodedVideo, decoded_videos
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tspipe import __version__
 from tspipe.config import Params
 from tspipe.extract.gvf import GVFWriter, merge_gvf, read_gvf
-from tspipe.io import atomic_write_json, source_hash
+from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
+from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.base import Batch, result_dict
+from tspipe.stages.contract import Batch
 from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
@@ -36,9 +36,6 @@ from tspipe.stages.encoder_runs import (
 
 log = logging.getLogger(__name__)
 
-CODE = ("tspipe.stages.gvf", "tspipe.extract.gvf")
-
-
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
     return cached_run("gvf", params, paths, _make_run)
 
@@ -48,7 +45,7 @@ def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
     init = params.pretrain.init_checkpoint
     return encoder_run("gvf", cfg, params, paths, out_root=paths.gvf_root,
                        extra={"pooling": cfg.pooling},
-                       code=(source_hash(CODE, version=__version__),),
+                       code=GVF_CODE,
                        default_checkpoint=paths.resolve(init) if init else None)
 
 

@@ -26,10 +26,10 @@ from tspipe.data.annotations import (
     write_activitynet,
 )
 from tspipe.errors import StageError
-from tspipe.io import atomic_write_json, atomic_write_text, sha256_file
+from tspipe.io import atomic_write_json, atomic_write_text, result_dict, sha256_file
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter, Reporter
-from tspipe.stages.base import result_dict, tree_hash
+from tspipe.stages.contract import tree_hash
 
 log = logging.getLogger(__name__)
 

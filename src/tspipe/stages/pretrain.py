@@ -31,10 +31,17 @@ from typing import Any
 
 from tspipe import __version__
 from tspipe.config import Params
-from tspipe.io import atomic_write_json, atomic_write_text, sha256_file, sha256_json, source_hash
+from tspipe.io import (
+    atomic_write_json,
+    atomic_write_text,
+    result_dict,
+    sha256_file,
+    sha256_json,
+    source_hash,
+)
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.base import DisabledResult, result_dict
+from tspipe.stages.contract import DisabledResult
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ writes (cache validity, DVC ``outs:``) and which modules hold its code (code ver
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 from tspipe import __version__
 from tspipe.config import Params
 from tspipe.errors import StageError
-from tspipe.io import sha256_file, sha256_json, source_hash
+from tspipe.io import result_dict, sha256_file, sha256_json, source_hash
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 
@@ -29,21 +28,6 @@ class StageResult(Protocol):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (artifacts, catalog)."""
-
-
-def result_dict(result: Any) -> dict[str, Any]:
-    """A dataclass result as JSON-able dict (paths become strings)."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [conv(x) for x in v]
-        return v
-
-    return {f.name: conv(getattr(result, f.name)) for f in dataclasses.fields(result)}
 
 
 @dataclass(frozen=True)
