@@ -1,6 +1,6 @@
 """Deployment entry point: the whole pipeline (see flows/prefect.yaml)."""
 
-from tspipe.flows.pipeline import tspipe_pipeline
+from tspipe.doors.prefect_pipeline import tspipe_pipeline
 
 __all__ = ["tspipe_pipeline"]
 

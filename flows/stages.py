@@ -1,6 +1,6 @@
 """Deployment entry points: one flow per stage (see flows/prefect.yaml)."""
 
-from tspipe.flows.stages import STAGE_FLOWS
+from tspipe.doors.prefect_stages import STAGE_FLOWS
 
 synth = STAGE_FLOWS["synth"]
 ingest = STAGE_FLOWS["ingest"]

@@ -9,7 +9,7 @@ import av
 import pytest
 from typer.testing import CliRunner
 
-from tspipe.cli import app
+from tspipe.doors.cli import app
 
 runner = CliRunner()
 

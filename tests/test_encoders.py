@@ -13,7 +13,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tspipe.cli import app
+from tspipe.doors.cli import app
 from tspipe.models import TSPModel, build_encoder
 
 runner = CliRunner()
@@ -99,7 +99,7 @@ def test_imported_weights_give_the_same_features(project):
 
 def test_random_init_is_refused_unless_asked_and_then_recorded(project):
     from tspipe.config import load_params
-    from tspipe.encoders import resolve_encoder
+    from tspipe.doors.encoders import resolve_encoder
     from tspipe.errors import TspipeError
     from tspipe.paths import RunPaths
 

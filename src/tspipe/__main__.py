@@ -1,3 +1,3 @@
-from tspipe.cli import main
+from tspipe.doors.cli import main
 
 main()

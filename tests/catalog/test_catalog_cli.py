@@ -9,7 +9,7 @@ from catalog_helpers import fill, sha
 from typer.testing import CliRunner
 
 from tspipe.catalog import Catalog
-from tspipe.catalog.cli import app
+from tspipe.doors.cli_catalog import app
 
 runner = CliRunner()
 

@@ -12,8 +12,8 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from tspipe.catalog import Catalog, current_revision, make_engine, upgrade
-from tspipe.catalog.cli import app
 from tspipe.catalog.migrate import alembic_config
+from tspipe.doors.cli_catalog import app
 from tspipe.errors import CatalogError
 
 runner = CliRunner()

@@ -22,8 +22,8 @@ from tspipe.catalog import (
     upgrade,
 )
 from tspipe.catalog import api as catalog_api
-from tspipe.catalog.cli import app
 from tspipe.catalog.migrate import alembic_config
+from tspipe.doors.cli_catalog import app
 from tspipe.errors import CatalogError
 
 runner = CliRunner()

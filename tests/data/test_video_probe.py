@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tspipe.data.probe_cli import probe_command
 from tspipe.data.video import available_backends, probe
+from tspipe.doors.cli_probe import probe_command
 from tspipe.errors import VideoError
 
 FIELDS = {"path", "container", "codec", "width", "height", "fps", "constant_fps",

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tspipe.catalog import Catalog
-from tspipe.flows.pipeline import tspipe_pipeline
+from tspipe.doors.prefect_pipeline import tspipe_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     # MLflow run); the pipeline flow leaves that variant's pretrain out altogether.
     import yaml
 
-    from tspipe.flows.stages import STAGE_FLOWS
+    from tspipe.doors.prefect_stages import STAGE_FLOWS
 
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["compare"]["variants"]["off"] = {"pretrain": {"enabled": False}}

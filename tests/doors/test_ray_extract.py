@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from tspipe.config import load_params
+from tspipe.doors.runner import run_stage
 from tspipe.extract import read_features
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_three_shards_on_ray_equal_one_process(run_dir, tmp_path):
     assert single.shards == 3
 
     set_extract(ray_root, runner="ray", ray_cpus_per_shard=1)
-    from tspipe.flows.stages import STAGE_FLOWS
+    from tspipe.doors.prefect_stages import STAGE_FLOWS
 
     summary = STAGE_FLOWS["extract"](params_path="params.yaml", root=str(ray_root),
                                      variant=VARIANT)

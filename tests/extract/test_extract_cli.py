@@ -11,9 +11,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from tspipe.doors.cli_extract import extract_command
 from tspipe.errors import ConfigError
 from tspipe.extract import read_attrs, read_features
-from tspipe.extract.cli import extract_command, find_videos, run_extract, video_id_for
+from tspipe.extract.files import find_videos, run_extract, video_id_for
 from tspipe.models import build_encoder
 from tspipe.models.checkpoints import save_checkpoint
 

@@ -9,8 +9,8 @@ import typer
 from metrics_helpers import ground_truth, results
 from typer.testing import CliRunner
 
+from tspipe.doors.cli_eval import app, parse_thresholds
 from tspipe.localize import ACTIVITYNET_TIOU, PredictionError
-from tspipe.localize.metrics_cli import app, parse_thresholds
 
 runner = CliRunner()
 root = typer.Typer()

@@ -188,7 +188,7 @@ def test_encoder_import_inflate_from_writes_i3d_and_records_the_2d_parent(
     from typer.testing import CliRunner
 
     from tspipe.catalog import Catalog
-    from tspipe.cli import app
+    from tspipe.doors.cli import app
     from tspipe.models.loading import load_encoder
 
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())

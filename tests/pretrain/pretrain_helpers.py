@@ -102,7 +102,7 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
 
 def make_run_dir(data: SynthSet, root: Path, cfg: PretrainConfig, repo_root: Path) -> Path:
     """A run directory of its own (decode outputs, GVF, params.yaml) over the same videos:
-    ``python -m tspipe.pretrain params.yaml root`` writes ``root/models/pretrain/main``."""
+    ``python -m tspipe.doors.train params.yaml root`` writes ``root/models/pretrain/main``."""
     src, dst = RunPaths.at(data.root), RunPaths.at(root)
     for a, b in ((src.groundtruth_table, dst.groundtruth_table),
                  (src.decode_report, dst.decode_report), (src.gvf_file, dst.gvf_file)):

@@ -43,7 +43,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(synth_set, tmp_
     root = tmp_path / "ddp"
     params = make_run_dir(synth_set, root, cfg, repo_root)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", "-m", "tspipe.pretrain", str(params),
+                           "--nproc_per_node", "2", "-m", "tspipe.doors.train", str(params),
                            str(root)], env=subprocess_env(), capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -46,7 +46,7 @@ def reference(synth_set, tmp_path_factory):
 
 
 def start(params: Path, root: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tspipe.pretrain", str(params), str(root),
+    return subprocess.Popen([sys.executable, "-m", "tspipe.doors.train", str(params), str(root),
                              *extra], env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

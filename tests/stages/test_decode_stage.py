@@ -16,9 +16,9 @@ from stage_helpers import write_params
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
 from tspipe.data.video.encode import write_video
+from tspipe.doors.runner import run_stage
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
+from tspipe.doors.runner import run_stage
 from tspipe.errors import StageError
 from tspipe.localize import evaluate_detection, evaluate_proposals
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 from tspipe.stages.evaluate import uniform_proposals
 
 pytestmark = pytest.mark.slow

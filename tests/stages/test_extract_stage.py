@@ -14,10 +14,10 @@ from stage_helpers import VARIANT, write_params
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
 from tspipe.data.video.encode import write_video
+from tspipe.doors.runner import run_stage
 from tspipe.extract import MemoryWriter, extract_features, read_features, read_gvf
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 from tspipe.stages import PartialRun, bind
 from tspipe.stages.extract import make_run
 

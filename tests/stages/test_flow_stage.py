@@ -14,9 +14,9 @@ from stage_helpers import write_params
 from tspipe.config import load_params
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.data.flow import dequantize, read_flow
+from tspipe.doors.runner import run_stage
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ from stage_helpers import VARIANT, write_params
 
 from tspipe.catalog import Catalog
 from tspipe.config import load_params
+from tspipe.doors.runner import run_stage
 from tspipe.io import sha256_file
 from tspipe.models.loading import load_encoder
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
-from tspipe.runner import run_stage
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

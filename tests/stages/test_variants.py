@@ -121,8 +121,8 @@ def test_a_disabled_training_writes_markers_instead_of_training(tmp_path):
     markers, with no training, MLflow run or catalog row; a former training's files go."""
     import json
 
+    from tspipe.doors.runner import run_stage
     from tspipe.reporting import NullReporter
-    from tspipe.runner import run_stage
 
     root = tmp_path / "run"
     root.mkdir()

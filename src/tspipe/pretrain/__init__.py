@@ -2,7 +2,7 @@
 and schedule, the training loop with exact resume, DDP under torchrun.
 
 ``train(cfg, clip, groundtruth=..., videos=..., out_dir=...)`` is the entry point;
-``python -m tspipe.pretrain PARAMS RUN_DIR`` runs it on a run directory (also under
+``python -m tspipe.doors.train PARAMS RUN_DIR`` runs it on a run directory (also under
 ``torchrun``).
 """
 

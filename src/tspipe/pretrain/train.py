@@ -4,7 +4,7 @@ Per epoch: the epoch's clip plan (:mod:`.samples`), this process's micro-batches
 forward/backward under autocast (CUDA), an optimizer step every ``grad_accum_steps``
 micro-batches, the lr schedule per step, then validation and a resumable state. The
 same function runs under ``torchrun`` (DDP; see :mod:`.distributed` and
-``python -m tspipe.pretrain``); only rank 0 writes files and reports metrics.
+``python -m tspipe.doors.train``); only rank 0 writes files and reports metrics.
 
 Files in ``out_dir``: ``state.pt`` (resume), ``best_model.pt`` (best epoch so far),
 ``model.pt`` (the exported model with its heads) and ``checkpoint.pt`` (its backbone: the

@@ -2,7 +2,7 @@
 
 Adding a stage means: a function in ``tspipe.stages.<name>`` (or ``tspipe.<area>``), one
 entry here, one stage in ``dvc.yaml`` (a test checks they agree), and, if it makes
-catalog rows, one recorder in ``tspipe.recording``.
+catalog rows, one recorder in ``tspipe.doors.recording``.
 """
 
 from __future__ import annotations

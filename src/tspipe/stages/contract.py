@@ -122,7 +122,7 @@ class Stage:
     # The params and paths the stage runs with, from the pipeline's (the base stage: the
     # pretrain section updated by ``base.pretrain``, products under ``base/``).
     scope: Callable[[Params, RunPaths], tuple[Params, RunPaths]] | None = None
-    # The recorder (tspipe.recording) of its result, when not the stage's own name.
+    # The recorder (tspipe.doors.recording) of its result, when not the stage's own name.
     record_as: str | None = None
     # Writes the outputs as markers of a disabled stage, so that DVC (which runs every
     # foreach variant and every stage in dvc.yaml) finds what it declared; see

@@ -11,7 +11,7 @@ resume), ``metrics/V/pretrain.json``, ``plots/V/pretrain_epochs.csv`` and
 Resume: ``models/pretrain/run.json`` holds the key of the run that owns ``state.pt``
 (params, the inputs' sha256, the code). A rerun with the same key continues that run
 (after a kill, mid-epoch), or only re-exports a finished one; any other key starts
-afresh. Multi-GPU runs go through ``torchrun -m tspipe.pretrain`` (same outputs).
+afresh. Multi-GPU runs go through ``torchrun -m tspipe.doors.train`` (same outputs).
 
 The door logs the per-step loss and learning rates and the per-epoch validation
 metrics to the stage's MLflow run, the encoder as an artifact and a version of the

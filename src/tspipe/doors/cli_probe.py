@@ -1,5 +1,5 @@
 """``tspipe probe VIDEO... [--json]``: what each video really holds (a door: parse, call,
-print). Registered in ``tspipe.cli`` with ``app.command("probe")(probe_command)``."""
+print). Registered in ``tspipe.doors.cli`` with ``app.command("probe")(probe_command)``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`tspipe catalog ...`: migrate the catalog and ask it which features scored best.
 
 Rich tables for people; with ``--json`` only JSON goes to stdout (messages go to stderr).
-Mounted by ``tspipe.cli`` with ``app.add_typer(catalog_app, name="catalog")``.
+Mounted by ``tspipe.doors.cli`` with ``app.add_typer(catalog_app, name="catalog")``.
 """
 
 import json

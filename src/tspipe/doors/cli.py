@@ -11,6 +11,12 @@ from typing import Annotated
 import typer
 
 from tspipe import __version__
+from tspipe.doors.cli_catalog import app as catalog_app
+from tspipe.doors.cli_encoder import app as encoder_app
+from tspipe.doors.cli_eval import app as eval_app
+from tspipe.doors.cli_extract import extract_command
+from tspipe.doors.cli_probe import probe_command
+from tspipe.doors.options import ParamsOpt, RootOpt, load_run
 from tspipe.errors import TspipeError
 
 app = typer.Typer(
@@ -20,10 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameters file (YAML).")]
-RootOpt = Annotated[Path, typer.Option("--root", help="Run directory: where outputs are "
-                                       "written and relative paths in params resolve.")]
 
 log = logging.getLogger("tspipe")
 
@@ -54,14 +56,6 @@ def _main(
     _setup_logging(verbose)
 
 
-def _load(params: Path, root: Path):
-    from tspipe.config import load_params
-    from tspipe.paths import RunPaths
-
-    paths = RunPaths.at(root)
-    return load_params(paths.resolve(params)), paths
-
-
 @app.command()
 def run(
     params: ParamsOpt = Path("params.yaml"),
@@ -69,7 +63,7 @@ def run(
 ) -> None:
     """Run the whole pipeline as a Prefect flow (local runs need no server); prints each
     stage run and the comparison table."""
-    from tspipe.flows.pipeline import tspipe_pipeline
+    from tspipe.doors.prefect_pipeline import tspipe_pipeline
     from tspipe.paths import RunPaths
 
     summary = tspipe_pipeline(params_path=str(params), root=str(root))
@@ -96,14 +90,14 @@ def stage(
              "completes the last shard finalizes and records the stage.")] = None,
 ) -> None:
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
+    from tspipe.doors.runner import run_stage
     from tspipe.reporting import RichReporter
-    from tspipe.runner import run_stage
     from tspipe.stages import STAGES, instances
 
     stage_name = name.partition("@")[0]
     if stage_name not in STAGES:
         raise TspipeError(f"unknown stage {stage_name!r}; stages: {', '.join(STAGES)}")
-    p, paths = _load(params, root)
+    p, paths = load_run(params, root)
     # NAME of a per-variant stage: every enabled variant in turn.
     per_variant = "@" not in name and STAGES[name].per_variant
     runs = instances(p, (name,)) if per_variant else [name]
@@ -141,7 +135,7 @@ def show_params(
     root: RootOpt = Path(),
 ) -> None:
     """Validate the parameters (environment overrides applied) and print them as JSON."""
-    p, _ = _load(params, root)
+    p, _ = load_run(params, root)
     data = p.model_dump(mode="json")
     data["catalog"]["url"] = _hide_password(data["catalog"]["url"])
     typer.echo(json.dumps(data, indent=2))
@@ -221,82 +215,11 @@ def annotations(
         console.print(str(issue), markup=False, highlight=False)
 
 
-encoder_app = typer.Typer(help="Import and list encoder checkpoints.", no_args_is_help=True)
-
-
-@encoder_app.command("import")
-def encoder_import(
-    file: Annotated[Path, typer.Argument(help="Checkpoint: plain state_dict, torchvision, "
-                                         "TSP/TAC training file, safetensors or tspipe.")],
-    arch: Annotated[str | None, typer.Option(help="Encoder name (default: read from the "
-                                             "file or inferred from its keys and shapes).")]
-    = None,
-    origin: Annotated[str, typer.Option(help="official | pretrain | scratch.")] = "official",
-    inflate_from: Annotated[Path | None, typer.Option(
-        "--inflate-from", help="A 2D Inception-v1 (torchvision GoogLeNet) state_dict: inflate "
-        "it to I3D (the paper's ImageNet initialisation), write FILE, import that.")] = None,
-    stream: Annotated[str, typer.Option(help="With --inflate-from: rgb (i3d) or flow "
-                                        "(i3d_flow, first layer averaged over RGB).")] = "rgb",
-    params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path(),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Validate a checkpoint (layout, shapes, sha256 prefix of released names) and record it
-    in the catalog and as an MLflow model version. With --inflate-from, FILE is written
-    first: the 2D weights inflated to I3D (the catalog records the 2D file as its parent)."""
-    import dataclasses
-
-    from tspipe.encoders import import_encoder
-
-    p, paths = _load(params, root)
-    result = import_encoder(file, p, paths, arch=arch, origin=origin,
-                            inflate_from=inflate_from, stream=stream)
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
-    else:
-        typer.echo(f"{result.sha256[:12]}  {result.arch}  ({result.layout}, {result.loaded} "
-                   f"tensors, dropped {len(result.dropped)})  model version "
-                   f"{result.model_version}  {result.uri}")
-
-
-@encoder_app.command("list")
-def encoder_list(
-    arch: Annotated[str | None, typer.Option(help="Only this architecture.")] = None,
-    params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path(),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the encoder checkpoints the catalog knows, oldest first."""
-    from tspipe.catalog import to_jsonable
-    from tspipe.recording import open_catalog
-
-    p, paths = _load(params, root)
-    with open_catalog(p, paths) as cat:
-        rows = cat.checkpoints(arch)
-    if as_json:
-        typer.echo(json.dumps(to_jsonable(rows), indent=2))
-        return
-    for r in rows:
-        typer.echo(f"{r.sha256[:12]}  {r.arch:<14} {r.origin:<9} {r.uri or ''}")
-
-
-def _mount_subcommands() -> None:
-    from tspipe.catalog.cli import app as catalog_app
-    from tspipe.data.probe_cli import probe_command
-
-    app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
-    app.command("probe")(probe_command)
-    app.add_typer(encoder_app, name="encoder")
-    from tspipe.extract.cli import extract_command
-
-    app.command("extract")(extract_command)
-    from tspipe.localize.metrics_cli import app as eval_app
-
-    app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and "
-                  "proposal AR@AN.")
-
-
-_mount_subcommands()
+app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
+app.command("probe")(probe_command)
+app.add_typer(encoder_app, name="encoder")
+app.command("extract")(extract_command)
+app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and proposal AR@AN.")
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
 from tspipe.config import Params, load_params
+from tspipe.doors.runner import record_outcome, stage_run
 from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
-from tspipe.runner import record_outcome, stage_run
 from tspipe.stages import STAGES, Batch, Stage, bind, instances
 from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
 

@@ -1,5 +1,5 @@
 """``tspipe eval detection|proposals GT PRED``: the ActivityNet-exact metrics (a door:
-parse, call, print). Mounted by ``tspipe.cli`` with ``app.add_typer(app, name="eval")``.
+parse, call, print). Mounted by ``tspipe.doors.cli`` with ``app.add_typer(app, name="eval")``.
 
 With ``--json`` only JSON goes to stdout (warnings go to the log, on stderr); without it,
 a Rich table. ``--plot OUT.png`` also draws mAP per tIoU or the AR-AN curve (matplotlib).

@@ -73,7 +73,7 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
                    *, cached: bool = False) -> None:
     """Log the stage's result to its MLflow run and register it in the catalog
     (``params`` and ``paths`` bound to the stage run ``name``)."""
-    from tspipe.recording import record
+    from tspipe.doors.recording import record
     from tspipe.stages import PartialRun
 
     stage = STAGES[name.partition("@")[0]]

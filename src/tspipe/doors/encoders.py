@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from tspipe.config import Params
+from tspipe.doors.recording import open_catalog
 from tspipe.errors import TspipeError
 from tspipe.models.checkpoints import LoadedCheckpoint, load_into, read_checkpoint
 from tspipe.models.registry import build_encoder, encoder_names
 from tspipe.paths import RunPaths
-from tspipe.recording import open_catalog
 from tspipe.tracking import TAG_KIND, make_tracker
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""``python -m tspipe.pretrain PARAMS RUN_DIR [--stage pretrain@tsp|base] [--resume]``.
+"""``python -m tspipe.doors.train PARAMS RUN_DIR [--stage pretrain@tsp|base] [--resume]``.
 
 One training of the pipeline on a run directory: the ``base`` stage's or a variant's
 ``pretrain`` (its params and folders, as :func:`tspipe.stages.bind` gives them). Reads the
 decode stage's outputs (ground-truth table, decoded videos) and, for TSP with GVF, the gvf
 stage's file; writes ``models/pretrain/<variant>/`` and the variant's metrics. Made to run under
-``torchrun --nproc_per_node N -m tspipe.pretrain ...`` as well (one process per device).
+``torchrun --nproc_per_node N -m tspipe.doors.train ...`` as well (one process per device).
 Exit status: 0 done, 2 bad input, 128 + signal number when stopped by SIGTERM / SIGINT
 (the state is saved: run again with --resume).
 """
@@ -23,12 +23,14 @@ from tspipe.paths import RunPaths
 from tspipe.pretrain.report import StepLog, write_reports
 from tspipe.pretrain.state import TrainingInterrupted
 from tspipe.pretrain.train import train
+from tspipe.stages import bind
+from tspipe.stages.encoder_runs import decoded_videos
 
 log = logging.getLogger("tspipe.pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tspipe.pretrain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tspipe.doors.train", description=__doc__)
     parser.add_argument("params", type=Path, help="params.yaml")
     parser.add_argument("run_dir", type=Path, help="the run directory (paths.py layout)")
     parser.add_argument("--resume", action="store_true", help="continue from the saved state")
@@ -39,12 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    from tspipe.stages.encoder_runs import decoded_videos
-
     steps = StepLog()
     try:
-        from tspipe.stages import bind
-
         params = load_params(args.params)
         stage = args.stage or f"pretrain@{next(iter(params.compare.variants))}"
         if stage.partition("@")[0] not in ("base", "pretrain"):

@@ -1,24 +1,20 @@
-"""``tspipe extract VIDEO_OR_DIR... --encoder NAME --checkpoint FILE --out FEATURES.h5``.
+"""Extraction of video files outside a run directory: :func:`run_extract`.
 
-Standalone: no params.yaml, catalog or MLflow. One dataset per video, keyed by its file
-stem (characters outside ``[A-Za-z0-9_.-]`` become ``_``, then :func:`tspipe.io.safe_id`).
-Registered in ``tspipe.cli`` with ``app.command("extract")(extract_command)``; the work is
-done by :func:`run_extract`, which tests and scripts call directly.
+No params.yaml, catalog or MLflow: the files given, one HDF5 file out, one dataset per
+video keyed by its file stem (characters outside ``[A-Za-z0-9_.-]`` become ``_``, then
+:func:`tspipe.io.safe_id`). ``tspipe extract FILES`` (:mod:`tspipe.doors.cli_extract`)
+calls it; tests and scripts call it directly.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from tspipe.data.clip_sampler import ClipSampler
-from tspipe.errors import ConfigError, TspipeError
+from tspipe.errors import ConfigError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import MODES, Preprocess
 from tspipe.extract.runner import (
@@ -106,52 +102,3 @@ def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
                                 device=dev, amp=amp, dtype=dtype,  # type: ignore[arg-type]
                                 preprocess_on=preprocess_on,
                                 reporter=reporter or LoggingReporter())
-
-
-def extract_command(
-    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of them.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 file: one dataset "
-                                      "(num_clips, D) per video, keyed by file stem.")],
-    encoder: Annotated[str, typer.Option(help="Encoder name (see `tspipe encoder list`), "
-                                         "e.g. r2plus1d_34, r2plus1d_18, i3d.")]
-    = "r2plus1d_34",
-    checkpoint: Annotated[Path | None, typer.Option(help="Encoder weights (torchvision, TSP, "
-                                                    "tspipe or safetensors file).")] = None,
-    mode: Annotated[str, typer.Option(help="Preprocessing: reference (TSP's exact "
-                                      "transform) or fast (resize while decoding).")]
-    = "reference",
-    clip_len: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
-    frame_rate: Annotated[float, typer.Option(help="Clip frame rate (frames/s).")] = 15.0,
-    stride: Annotated[int, typer.Option(help="Clip-rate frames between clip starts.")] = 16,
-    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 16,
-    workers: Annotated[int, typer.Option(help="Decoding processes (0: in this one).")] = 2,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto, bf16, fp16, "
-                                     "off.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Stored features: float32 or float16.")]
-    = "float32",
-    allow_random_init: Annotated[bool, typer.Option(help="Without --checkpoint, use seeded "
-                                                    "random weights (testing only).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of --allow-random-init weights.")] = 0,
-    preprocess_on: Annotated[str, typer.Option(
-        help="Where frames become encoder input: host (the decoding processes send float "
-        "clips), device (they send uint8 frames, converted, resized, cropped and "
-        "normalized on --device: less CPU work, more bytes copied) or auto (device on "
-        "CUDA, host on the CPU). Same arithmetic (on the CPU bit-identical at equal "
-        "thread counts; last bits may differ on CUDA): not part of the feature version.")]
-    = "auto",
-) -> None:
-    """Extract clip features of videos into one HDF5 file (resumes if interrupted)."""
-    try:
-        result = run_extract(videos, out=out, encoder=encoder, checkpoint=checkpoint,
-                             mode=mode, clip_len=clip_len, frame_rate=frame_rate,
-                             stride=stride, batch_size=batch_size, workers=workers,
-                             device=device, amp=amp, dtype=dtype,
-                             allow_random_init=allow_random_init, seed=seed,
-                             preprocess_on=preprocess_on)
-    except TspipeError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps({"out": str(out), **result.to_dict()}, indent=2))
-    if result.failed:
-        raise typer.Exit(1)

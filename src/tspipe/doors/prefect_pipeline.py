@@ -9,10 +9,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tspipe.flows.stages import STAGE_FLOWS, load
+from tspipe.doors.prefect_stages import STAGE_FLOWS, load
+from tspipe.doors.runner import pipeline_run
 from tspipe.paths import RunPaths
 from tspipe.provenance import find_tool
-from tspipe.runner import pipeline_run
 from tspipe.stages import instances
 from tspipe.tracking import TAG_FLOW_RUN, make_tracker
 
@@ -37,8 +37,8 @@ def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
     restores it)."""
     import json
 
+    from tspipe.doors.recording import open_catalog
     from tspipe.provenance import dvc_out_md5
-    from tspipe.recording import open_catalog
 
     params, paths = load(params_path, root)
     paths = paths.for_variant(variant)
