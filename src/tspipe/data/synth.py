@@ -33,6 +33,7 @@ import numpy as np
 
 from tspipe.config import SynthConfig
 from tspipe.data.synth_render import PATTERNS, RenderSpec, Span, render_frames
+from tspipe.data.video.encode import X264_DETERMINISTIC
 from tspipe.errors import ConfigError, StageError
 from tspipe.io import atomic_path, atomic_write_json, result_dict, safe_id, sha256_file, sha256_json
 
@@ -43,7 +44,7 @@ MANIFEST_NAME = "synth_manifest.json"
 VIDEOS_DIR = "videos"
 TAXONOMY_ROOT = "SynthActions"
 # Bump when rendering or encoding changes the bytes a config produces: videos regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264 without mb-tree (same bytes whatever the heap held)
 # Config fields a video's bytes depend on; `videos` and `validation_fraction` only change
 # which videos exist and their subsets, so adding videos reuses the ones already made.
 _RENDER_FIELDS = ("seed", "classes", "min_duration", "max_duration", "fps", "width", "height",
@@ -280,8 +281,8 @@ def encode_frames(frames: Iterable[np.ndarray], dest: Path, fps: int, width: int
     packets = 0
     with av.open(str(dest), mode="w", format="mp4",
                  container_options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=rate,
-                                      options={"crf": str(crf), "preset": _PRESET})
+        stream = container.add_stream("libx264", rate=rate, options={
+            "crf": str(crf), "preset": _PRESET, "x264-params": X264_DETERMINISTIC})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
         stream.codec_context.gop_size = _GOP_S * fps
