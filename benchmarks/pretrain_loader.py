@@ -39,7 +39,7 @@ from torch.utils.data import default_collate
 from tspipe.config import load_params
 from tspipe.data.clips import GROUNDTRUTH_SCHEMA, ClipSampler, read_table
 from tspipe.paths import RunPaths
-from tspipe.pretrain.dataset import ClipDataset
+from tspipe.pretrain.dataset import ClipDataset, make_loader
 from tspipe.pretrain.loss import tsp_loss
 from tspipe.pretrain.model import build_model
 from tspipe.pretrain.optim import build_optimizer
@@ -51,7 +51,6 @@ from tspipe.pretrain.samples import (
     train_plan,
     valid_plan,
 )
-from tspipe.pretrain.train import make_loader
 from tspipe.stages import bind
 from tspipe.stages.encoder_runs import decoded_videos
 

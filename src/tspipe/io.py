@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -110,12 +108,6 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_json(obj: Any) -> str:
     """Content hash of a JSON-able object (params, manifests): order of keys does not matter."""
     return sha256_bytes(canonical_json(obj).encode("utf-8"))
-
-
-def source_hash(modules: Iterable[str], *, version: str) -> str:
-    """Code version: hash of a package version and the source of the named modules."""
-    return sha256_json([version] + [
-        sha256_bytes(inspect.getsource(importlib.import_module(m)).encode()) for m in modules])
 
 
 def result_dict(result: Any) -> dict[str, Any]:

@@ -7,19 +7,24 @@ hash of source text.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import logging
+import pkgutil
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tspipe.errors import CatalogError
-from tspipe.io import sha256_json
+from tspipe import __version__
+from tspipe.errors import CatalogError, ConfigError
+from tspipe.io import sha256_bytes, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,30 @@ def feature_version_id(
         "manifest_sha256": check_sha256(manifest_sha256, field="manifest_sha256"),
         "code_version": code_version,
     })
+
+
+def code_modules(names: Iterable[str]) -> list[str]:
+    """The modules of a stage's ``code``: a module as named, a package as every module
+    under it (its ``__init__`` included), in name order."""
+    out: set[str] = set()
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise ConfigError(f"code module {name!r}: no such module")
+        out.add(name)
+        if spec.submodule_search_locations:
+            out.update(m.name for m in pkgutil.walk_packages(spec.submodule_search_locations,
+                                                             prefix=f"{name}."))
+    return sorted(out)
+
+
+def code_version(names: Iterable[str]) -> str:
+    """What versions a stage's run (cache keys, a training's resume key): hash of the
+    package version and the source of the modules :func:`code_modules` names. Feature
+    versions use the declared revisions above instead."""
+    return sha256_json([__version__] + [
+        sha256_bytes(inspect.getsource(importlib.import_module(m)).encode())
+        for m in code_modules(names)])
 
 
 # -- where a run came from -------------------------------------------------------------------

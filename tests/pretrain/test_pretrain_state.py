@@ -1,5 +1,5 @@
-"""Training states: RNG round trip, weights_only reading, config checks on resume, and the
-signal flag."""
+"""Training states: RNG round trip, weights_only reading, a whole state restored into fresh
+objects, config checks on resume, and the signal flag."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import torch
 
 from tspipe.config import ClipConfig, PretrainConfig
 from tspipe.pretrain.state import (
+    Progress,
     StateError,
     StopSignal,
     check_resumable,
     load_state,
+    restore_state,
     rng_state,
     run_fingerprint,
     save_state,
     set_rng_state,
+    training_state,
 )
 
 
@@ -40,6 +43,39 @@ def test_rng_states_survive_a_weights_only_file(tmp_path):
     assert state["epoch"] == 3
     set_rng_state(state["rng"])
     assert draws() == want
+
+
+def trainables(seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    return {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+            "scaler": torch.amp.GradScaler("cuda", enabled=False)}
+
+
+def test_a_restored_state_continues_where_the_saved_run_stood(tmp_path):
+    run = trainables(0)
+    run["model"](torch.ones(4, 3)).sum().backward()
+    run["optimizer"].step()  # momentum buffers to save
+    run["scheduler"].step()
+    fingerprint = run_fingerprint(PretrainConfig(seed=0), ClipConfig(), 5)
+    progress = Progress(epoch=1, step=2, history=[{"epoch": 1.0, "train_loss": 0.5}],
+                        best={"epoch": 1, "score": 0.25}, running={"loss": 3.0})
+    path = save_state(tmp_path / "state.pt", training_state(
+        progress=progress, fingerprint=fingerprint, world_size=1, **run))
+    want = draws()
+
+    fresh = trainables(1)
+    got = restore_state(path, fingerprint, **fresh)
+    assert got == progress
+    assert draws() == want
+    assert all(torch.equal(a, b) for a, b in zip(fresh["model"].parameters(),
+                                                 run["model"].parameters(), strict=True))
+    assert fresh["optimizer"].state_dict()["state"].keys() == {0, 1}
+    assert fresh["scheduler"].get_last_lr() == run["scheduler"].get_last_lr() == [0.05]
+    with pytest.raises(StateError, match="num_classes"):
+        restore_state(path, run_fingerprint(PretrainConfig(seed=0), ClipConfig(), 6), **fresh)
 
 
 def test_a_foreign_or_unsafe_file_is_refused(tmp_path):

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 import av
 
 from tspipe.config import DownloadConfig
+from tspipe.data.video.header import open_container
 from tspipe.errors import DownloadError, VideoError
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,6 @@ def remove_part(path: Path) -> None:
 def decode_problem(path: Path) -> str | None:
     """Why ``path`` is not a decodable video, or None: the shared opener's specific reason
     (empty, truncated, no video stream, ...), or no frame decoding."""
-    from tspipe.data.video.header import open_container
-
     try:
         with open_container(path) as container:
             for _frame in container.decode(video=0):

@@ -43,6 +43,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from tspipe.data.video import decode
 from tspipe.errors import ConfigError, VideoError
 from tspipe.io import atomic_path
 
@@ -153,8 +154,6 @@ def video_flow(path: str | Path, settings: FlowSettings, *, video_id: str | None
                ) -> np.ndarray:
     """Quantized flow of one video, ``(T, H, W, 2) uint8`` (see the module docstring).
     Raises :class:`VideoError` if the file cannot be decoded."""
-    from tspipe.data.video import decode
-
     frames = (item.frame for item in decode(path, fps=settings.fps,
                                             short_side=settings.short_side,
                                             backend=settings.backend, video_id=video_id))

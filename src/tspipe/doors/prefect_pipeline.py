@@ -10,9 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tspipe.doors.prefect_stages import STAGE_FLOWS, load
+from tspipe.doors.recording import open_catalog
 from tspipe.doors.runner import pipeline_run
 from tspipe.paths import RunPaths
-from tspipe.provenance import find_tool
+from tspipe.provenance import dvc_out_md5, find_tool
 from tspipe.stages import instances
 from tspipe.tracking import TAG_FLOW_RUN, make_tracker
 
@@ -36,9 +37,6 @@ def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
     feature version, so the catalog names the DVC state that holds it (``dvc checkout``
     restores it)."""
     import json
-
-    from tspipe.doors.recording import open_catalog
-    from tspipe.provenance import dvc_out_md5
 
     params, paths = load(params_path, root)
     paths = paths.for_variant(variant)

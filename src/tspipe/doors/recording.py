@@ -6,16 +6,20 @@ idempotent, so recording twice adds no rows.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tspipe.catalog import Catalog, VideoRow, upgrade
+from tspipe.catalog import Catalog, FeatureVideoRow, VideoRow, upgrade
 from tspipe.config import Params
 from tspipe.data.annotations import read_activitynet
+from tspipe.data.download import read_manifest
 from tspipe.errors import StageError
+from tspipe.io import sha256_file
 from tspipe.paths import RunPaths
+from tspipe.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,6 @@ def _record_ingest(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _dataset_id(cat: Catalog, paths: RunPaths, params: Params) -> int:
     """The catalog row of the ingested annotations (ingest registered it)."""
-    from tspipe.io import sha256_file
-
     ann_sha = sha256_file(paths.annotations)
     for d in cat.datasets():
         if d.name == params.dataset.name and d.annotation_sha256 == ann_sha:
@@ -78,8 +80,6 @@ def _dataset_id(cat: Catalog, paths: RunPaths, params: Params) -> int:
 def _trained_on(cat: Catalog, paths: RunPaths, params: Params) -> int:
     """The dataset a pretrain run learned from: the pipeline's (ingested), or its
     ``pretrain.corpus``, registered here under the corpus file's stem."""
-    from tspipe.io import sha256_file
-
     if not params.pretrain.corpus:
         return _dataset_id(cat, paths, params)
     corpus = paths.resolve(params.pretrain.corpus)
@@ -94,8 +94,6 @@ def _trained_on(cat: Catalog, paths: RunPaths, params: Params) -> int:
 
 def _record_download(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                      mlflow_run_id: str | None) -> None:
-    from tspipe.data.download import read_manifest
-
     entries = read_manifest(result.manifest)
     ann = read_activitynet(paths.annotations)
     cat.upsert_videos(_dataset_id(cat, paths, params), [
@@ -141,11 +139,6 @@ def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _record_feature_version(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                             dataset_id: int, mlflow_run_id: str | None) -> None:
-    import json
-
-    from tspipe.catalog import FeatureVideoRow
-    from tspipe.provenance import git_commit
-
     ckpt_uri = Path(result.checkpoint).as_uri() if result.checkpoint else None
     # A checkpoint the catalog knows keeps its row (a pretrain output named explicitly in
     # extract.checkpoint stays origin "pretrain", with its lineage).
@@ -187,8 +180,6 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     """The trained encoder (origin ``pretrain``): its parent (the init checkpoint,
     registered as ``official`` if the catalog does not know it; none for seeded random
     weights), the dataset, the params and the MLflow run."""
-    from tspipe.provenance import git_commit
-
     cfg = params.pretrain
     if result.init_sha256 and not _known_checkpoint(cat, result.init_sha256):
         init = paths.resolve(cfg.init_checkpoint) if cfg.init_checkpoint else None

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tspipe.config import Params
+from tspipe.doors.recording import record
 from tspipe.paths import RunPaths
 from tspipe.reporting import MultiReporter, Reporter
-from tspipe.stages import STAGES, bind
+from tspipe.stages import STAGES, PartialRun, bind
 from tspipe.tracking import (
     TAG_KIND,
     TAG_STAGE,
@@ -73,9 +74,6 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
                    *, cached: bool = False) -> None:
     """Log the stage's result to its MLflow run and register it in the catalog
     (``params`` and ``paths`` bound to the stage run ``name``)."""
-    from tspipe.doors.recording import record
-    from tspipe.stages import PartialRun
-
     stage = STAGES[name.partition("@")[0]]
     run.log_metrics(result.metrics())
     run.log_dict(result.to_dict(), f"{stage.name}_result.json")

@@ -24,7 +24,7 @@ from tspipe.pretrain.report import StepLog, write_reports
 from tspipe.pretrain.state import TrainingInterrupted
 from tspipe.pretrain.train import train
 from tspipe.stages import bind
-from tspipe.stages.encoder_runs import decoded_videos
+from tspipe.stages.decoded import decoded_videos
 
 log = logging.getLogger("tspipe.pretrain")
 

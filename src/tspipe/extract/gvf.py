@@ -28,6 +28,7 @@ from tspipe.errors import StageError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.runner import ExtractResult, extract_features
 from tspipe.extract.writers import PartStore, PartsWriter
+from tspipe.io import atomic_path
 from tspipe.models.spec import InputSpec
 from tspipe.reporting import Reporter
 
@@ -103,8 +104,6 @@ def merge_gvf(shards: Sequence[str | Path], out: str | Path, *,
               attrs: Mapping[str, Any] | None = None) -> Path:
     """GVF shard files -> one GVF file in the released format, written atomically; a
     video id in two shards is refused."""
-    from tspipe.io import atomic_path
-
     vectors: dict[str, np.ndarray] = {}
     for shard in shards:
         for key, vector in read_gvf(shard).items():

@@ -58,6 +58,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from tspipe.data.clip_sampler import ClipSampler, Window, as_fraction
+from tspipe.data.flow import iter_flow
 from tspipe.data.video import decode, open_reader
 from tspipe.data.video.decode import timed_frames
 from tspipe.errors import StageError, VideoError
@@ -126,8 +127,6 @@ def clip_rate_frames(video: VideoInput, sampler: ClipSampler, prep: Preprocess, 
     (:mod:`tspipe.data.flow`, made at the clip rate) and its frames are ``(H, W, 2)``
     flow in pixels, float32."""
     if prep.is_flow:
-        from tspipe.data.flow import iter_flow
-
         yield from iter_flow(video.path, fps=float(sampler.fps), video_id=video.video_id)
         return
     if prep.mode == "fast":

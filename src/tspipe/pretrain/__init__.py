@@ -3,7 +3,19 @@ and schedule, the training loop with exact resume, DDP under torchrun.
 
 ``train(cfg, clip, groundtruth=..., videos=..., out_dir=...)`` is the entry point;
 ``python -m tspipe.doors.train PARAMS RUN_DIR`` runs it on a run directory (also under
-``torchrun``).
+``torchrun``). Modules (each imports what it needs from the module that defines it):
+
+- ``train``: :func:`train`, the epoch and step loop on one screen; ``PretrainResult``.
+- ``samples``: the segments of each split (``select_splits``), each epoch's clip plan and
+  the sampler of segments' clips (``BatchPlan``: this rank's micro-batches, resumable).
+- ``dataset``: ``ClipDataset`` (a clip from its decoded video, labels, GVF), ``make_loader``.
+- ``model``: backbone plus TSP / TAC heads (``build_model``), the exported checkpoints.
+- ``loss``: ``tsp_loss``, the heads' cross-entropies weighted and summed (``LossTerms``).
+- ``optim``: the optimizer's parameter groups (stem, backbone, heads), the lr schedule.
+- ``metrics``: validation, and the rows of an epoch and of an optimizer step.
+- ``state``: the resumable state's format and resume (``Progress``), ``StopSignal``.
+- ``distributed``: the torchrun / DDP set-up (``Dist``), the model on its device.
+- ``report``: the files a run reports (metrics JSON, epoch and step CSVs), ``StepLog``.
 """
 
 from tspipe.pretrain.loss import LossTerms, tsp_loss

@@ -23,7 +23,8 @@ CPU). A kept reader gives the same frames: every ``read`` seeks (PyAV flushes th
 decoder) before it decodes.
 
 The GVF file is opened once per process, on the first clip that needs it (never in the
-parent, never per clip), and each video's vector is kept once read.
+parent, never per clip), and each video's vector is kept once read. :func:`make_loader`
+serves the dataset to the training loop.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.data.video import VideoReader, get_backend, open_reader
 from tspipe.errors import ConfigError, VideoError
 from tspipe.extract.preprocess import Preprocess
-from tspipe.pretrain.samples import SampleKey, Segments
+from tspipe.pretrain.samples import BatchPlan, SampleKey, Segments
 
 _EMPTY = torch.empty(0, dtype=torch.float32)
 #: Readers a process keeps open by default: every video of the demo set (12) and of the
@@ -268,3 +269,16 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(dataset: ClipDataset, batches: BatchPlan, workers: int,
+                device: torch.device) -> DataLoader:
+    """The training loop's loader: ``batches`` picks what it serves (set before each
+    ``iter``); ``workers`` spawned processes (one intra-op thread each, :func:`worker_init`)
+    that persist across epochs and validation, so each keeps its open video readers and GVF
+    file for the whole run; 0: read in this process."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                      pin_memory=device.type == "cuda",
+                      worker_init_fn=worker_init if workers else None,
+                      multiprocessing_context="spawn" if workers else None,
+                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)

@@ -2,6 +2,7 @@
 
 One process per device: NCCL on CUDA (``cuda:LOCAL_RANK``), Gloo on the CPU. Without those
 variables (or with ``WORLD_SIZE=1``) everything here is a no-op for one process.
+:meth:`Dist.place` puts the model on the process's device and wraps it in DDP.
 """
 
 from __future__ import annotations
@@ -9,13 +10,24 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
+from tspipe.errors import ConfigError
 from tspipe.runtime import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+class Placed(NamedTuple):
+    """``model`` on the device (its SyncBatchNorm form under ``sync_bn``) and ``net``, what
+    the training loop calls: ``model``, or its DDP wrapper."""
+
+    model: nn.Module
+    net: nn.Module
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,24 @@ class Dist:
                 dist.barrier(device_ids=[self.device.index or 0])
             else:
                 dist.barrier()
+
+    def place(self, model: nn.Module, *, sync_bn: bool) -> Placed:
+        """``model`` moved to this process's device (channels-last on CUDA) and, under DDP,
+        wrapped (its BatchNorm layers synchronized with ``sync_bn``)."""
+        device = self.device
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last_3d)
+            torch.backends.cudnn.benchmark = True  # fixed clip size: pick the fastest kernels
+        if not self.active:
+            return Placed(model, model)
+        if sync_bn:
+            if device.type != "cuda":
+                raise ConfigError("pretrain.sync_bn needs CUDA (SyncBatchNorm has no CPU "
+                                  "kernel); use freeze_bn for the same numbers on any device")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return Placed(model, nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None))
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():

@@ -1,4 +1,5 @@
-"""Per-epoch numbers: validation (summed over DDP ranks) and the training row."""
+"""Per-epoch numbers: validation (summed over DDP ranks) and the training row; the numbers
+of an optimizer step."""
 
 from __future__ import annotations
 
@@ -74,3 +75,12 @@ def epoch_row(epoch: int, running: Mapping[str, float], steps: int, *,
     return row
 
 
+
+
+def step_row(stats: Mapping[str, float], lrs: Mapping[str, float],
+             epoch: float) -> dict[str, float]:
+    """An optimizer step's ``train/*`` metrics: its summed losses (``stats``), the lrs it
+    used and the (fractional, from 0) ``epoch`` it ended at."""
+    return {"train/loss": stats["loss"], "train/loss_action": stats["loss_action"],
+            "train/loss_region": stats["loss_region"], "train/lr_backbone": lrs["backbone"],
+            "train/lr_heads": lrs["heads"], "train/epoch": epoch}

@@ -9,7 +9,8 @@ extract stages use, so training and extraction see clips of the same geometry.
 
 Two files are written with :func:`~tspipe.models.checkpoints.save_checkpoint` (tspipe
 layout: arch, clip settings, normalization): the backbone alone (what ``load_encoder``
-and so the extraction stage read) and the whole model with its heads.
+and so the extraction stage read) and the whole model with its heads
+(:func:`export_model` writes both).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from tspipe.config import ClipConfig, PretrainConfig
 from tspipe.extract.preprocess import Preprocess, default_resize
-from tspipe.models.checkpoints import save_checkpoint
+from tspipe.models.checkpoints import load_into, save_checkpoint
 from tspipe.models.heads import TSPModel
 from tspipe.models.loading import load_encoder
 from tspipe.models.registry import build_encoder
@@ -98,3 +99,17 @@ def save_model(path: Path, model: nn.Module, *, arch: str, clip: ClipConfig,
                            normalization=prep.spec.to_dict(),
                            extra={"mode": net.mode, "with_gvf": bool(net.with_gvf),
                                   "classes": int(net.num_classes), **extra})
+
+
+def export_model(model: nn.Module, model_path: Path, encoder_path: Path, *, arch: str,
+                 clip: ClipConfig, prep: Preprocess, extra: dict[str, Any],
+                 weights: Path | None = None) -> None:
+    """Write the model with its heads to ``model_path`` and its backbone to
+    ``encoder_path`` (:func:`save_model`); ``weights``: a whole-model file of
+    :func:`save_model` loaded into ``model`` first (an earlier epoch's)."""
+    if weights is not None:
+        load_into(unwrap(model), weights, part="all", strict=True)
+    save_model(model_path, model, arch=arch, clip=clip, prep=prep, backbone_only=False,
+               extra=extra)
+    save_model(encoder_path, model, arch=arch, clip=clip, prep=prep, backbone_only=True,
+               extra=extra)

@@ -10,7 +10,7 @@ batch of 32 clips and scaled linearly with the global batch.
 
 The schedule is per optimizer step (the reference's ``WarmupMultiStepLR`` with milestones
 in iterations): a linear warm-up over ``warmup_epochs`` epochs from a factor of 1e-5,
-then x ``lr_gamma`` at each milestone epoch.
+then x ``lr_gamma`` at each milestone epoch. :func:`optimizer_step` steps both.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
 from torch import nn
 from torch.optim import SGD, AdamW, Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from tspipe.config import PretrainConfig
 
@@ -119,3 +120,15 @@ def build_scheduler(optimizer: Optimizer, cfg: PretrainConfig, steps_per_epoch: 
 def group_lrs(optimizer: Optimizer) -> dict[str, float]:
     """The current learning rate of each named group."""
     return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+
+
+def optimizer_step(optimizer: Optimizer, scheduler: LRScheduler,
+                   scaler: torch.amp.GradScaler) -> dict[str, float]:
+    """One optimizer step through the grad scaler, the gradients cleared, then one step of
+    the schedule; the learning rates the step used (:func:`group_lrs`)."""
+    lrs = group_lrs(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return lrs

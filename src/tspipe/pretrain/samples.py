@@ -2,7 +2,8 @@
 
 - :func:`select_segments`: the ground-truth rows of some subsets that hold a clip
   (``trainable_segments``, TSP's rule) and whose video was decoded; TAC keeps the
-  foreground rows only. What was left out is counted.
+  foreground rows only. What was left out is counted. :func:`select_splits`: a run's
+  training and validation segments, read from the ground-truth table.
 - :func:`train_plan`: ``clips_per_segment`` clips per segment, each starting at a frame
   drawn uniformly inside its segment (``ClipSampler.start_range``; ``pretrain.jitter`` < 1
   narrows the draw to the range's centre), in a shuffled order.
@@ -29,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tspipe.data.clips import ClipSampler, trainable_segments
+from tspipe.config import PretrainConfig
+from tspipe.data.clips import GROUNDTRUTH_SCHEMA, ClipSampler, read_table, trainable_segments
 from tspipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,37 @@ def num_classes_of(table: pa.Table) -> int:
     if top is None or top < 0:
         raise ConfigError("the ground-truth table has no action segment: nothing to learn")
     return int(top) + 1
+
+
+class Splits(NamedTuple):
+    """A run's data: the size of the taxonomy, the segments of the training and of the
+    validation subsets, the fixed validation plan, and the counts the run reports
+    (``train_*`` / ``valid_*``: :func:`select_segments`'s, and the clips per epoch)."""
+
+    num_classes: int
+    train: Segments
+    valid: Segments
+    valid_keys: list[SampleKey]
+    counts: dict[str, int]
+
+
+def select_splits(cfg: PretrainConfig, sampler: ClipSampler, groundtruth: Path,
+                  videos: Mapping[str, Path], num_classes: int | None = None) -> Splits:
+    """The ground-truth table's segments of ``cfg.train_subsets`` and ``cfg.valid_subsets``;
+    ``num_classes`` defaults to the table's (:func:`num_classes_of`)."""
+    table = read_table(groundtruth, schema=GROUNDTRUTH_SCHEMA)
+    n_classes = num_classes or num_classes_of(table)
+    train = select_segments(table, sampler, videos, subsets=cfg.train_subsets, mode=cfg.mode)
+    valid = select_segments(table, sampler, videos, subsets=cfg.valid_subsets, mode=cfg.mode)
+    if not len(train.segments):
+        raise ConfigError(f"{groundtruth}: no trainable segment in subsets {cfg.train_subsets} "
+                          f"(counts: {train.counts})")
+    counts = {**{f"train_{k}": v for k, v in train.counts.items()},
+              **{f"valid_{k}": v for k, v in valid.counts.items()}}
+    counts.update(train_clips=len(train.segments) * cfg.clips_per_segment,
+                  valid_clips=len(valid.segments) * cfg.clips_per_segment)
+    return Splits(n_classes, train.segments, valid.segments,
+                  valid_plan(valid.segments, sampler, cfg.clips_per_segment), counts)
 
 
 def train_plan(segments: Segments, clips_per_segment: int, seed: int, epoch: int,

@@ -5,7 +5,9 @@ The state holds the model, optimizer, scheduler and grad-scaler states, the posi
 so this is the sampler's whole position), the running sums of the epoch's training
 metrics, the history of finished epochs and the RNG states (torch, CUDA, numpy, python),
 all as tensors and plain values so that ``torch.load(weights_only=True)`` reads them: no
-pickled object can run code.
+pickled object can run code. :func:`training_state` makes it, :func:`save_state` writes
+it, :func:`restore_state` loads it back into the model, optimizer, scheduler, grad scaler
+and RNGs and returns the run's :class:`Progress`.
 
 :class:`StopSignal` turns SIGTERM / SIGINT into a flag the loop reads after each
 optimizer step: it finishes the step, saves and stops (a second signal of the same kind
@@ -15,17 +17,22 @@ is the default action again: a stuck run can still be killed).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from tspipe.config import ClipConfig, PretrainConfig
 from tspipe.errors import TspipeError
@@ -54,6 +61,48 @@ class TrainingInterrupted(TspipeError):
         super().__init__(f"pretrain stopped by {signal_name} after step {step} of {steps} "
                          f"of epoch {epoch + 1}; the state is saved in {state}: run again "
                          "with resume to continue")
+
+
+@dataclass
+class Progress:
+    """Where a run stands and what it has measured: ``epoch`` epochs finished, ``step``
+    optimizer steps of the next one done; ``history``: the finished epochs' rows;
+    ``best``: the best epoch by validation score (``epoch`` None: none yet); ``running``:
+    the sums of the current epoch's training metrics."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "score": -math.inf})
+    running: dict[str, float] = field(default_factory=dict)
+
+
+def training_state(*, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+                   scaler: torch.amp.GradScaler, progress: Progress,
+                   fingerprint: Mapping[str, Any], world_size: int) -> dict[str, Any]:
+    """The state :func:`save_state` writes (``model``: unwrapped from DDP)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": progress.epoch, "step": progress.step, "history": progress.history,
+            "best": progress.best, "running": progress.running, "rng": rng_state(),
+            "fingerprint": fingerprint, "world_size": world_size}
+
+
+def restore_state(path: Path, fingerprint: Mapping[str, Any], *, model: nn.Module,
+                  optimizer: Optimizer, scheduler: LRScheduler,
+                  scaler: torch.amp.GradScaler) -> Progress:
+    """Load the state at ``path`` into the objects and the RNGs; its progress. Refuses a
+    state of another run (:func:`check_resumable`)."""
+    state = load_state(path)
+    check_resumable(path, state["fingerprint"], fingerprint)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return Progress(epoch=int(state["epoch"]), step=int(state["step"]),
+                    history=list(state["history"]), best=dict(state["best"]),
+                    running=dict(state["running"]))
 
 
 def rng_state() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tspipe.errors import StageError
 from tspipe.io import atomic_write_json, atomic_write_text, result_dict
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
+from tspipe.stages.contract import Stage
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +124,20 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> CompareStageResu
         "trivial baseline (sliding windows, constant score).\n"))
     reporter.message("compare:\n" + md)
     return CompareStageResult(rows=rows, missing=missing, table=table, report=report)
+
+
+def _inputs(params: Params, paths: RunPaths) -> list[Path]:
+    return [f for v in params.compare.variants for f in (
+        paths.for_variant(v).metrics("localize"), paths.for_variant(v).features_current)]
+
+
+STAGE = Stage(
+    name="compare",
+    help="One table of every variant's localization metrics (AUC, AR@100, mAP).",
+    sections=("compare", "localize"),
+    run_whole=run,
+    inputs=_inputs,
+    outputs=lambda params, paths: [paths.metrics("compare"), paths.plot("compare", "table"),
+                                   paths.reports_dir / "compare.md"],
+    code=("tspipe.stages.compare",),
+)

@@ -1,8 +1,9 @@
 """The stage contract shared by every door (CLI, DVC, Prefect).
 
 A stage reads its inputs from files, writes its outputs atomically and returns a small
-typed result. It imports no Prefect, MLflow or SQLAlchemy. The registry entry below is
-what the doors need to know about it: which params sections it reads (DVC ``params:``,
+typed result. It imports no Prefect, MLflow or SQLAlchemy. Each stage module declares
+its :class:`Stage` (``STAGE``, at its end) beside its ``run``: what the doors need to know
+about it: which params sections it reads (DVC ``params:``,
 cache keys, MLflow params), which files decide its output (cache keys), which files it
 writes (cache validity, DVC ``outs:``) and which modules hold its code (code version).
 """
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tspipe import __version__
 from tspipe.config import Params
 from tspipe.errors import StageError
-from tspipe.io import result_dict, sha256_file, sha256_json, source_hash
+from tspipe.io import result_dict, sha256_file, sha256_json
 from tspipe.paths import RunPaths
+from tspipe.provenance import code_version
 from tspipe.reporting import Reporter
 
 
@@ -153,7 +154,7 @@ class Stage:
 
     def code_version(self) -> str:
         """Hash of the package version and the source of the stage's modules."""
-        return source_hash(self.code, version=__version__)
+        return code_version(self.code)
 
     def input_hash(self, params: Params, paths: RunPaths) -> str:
         """Content hash of everything that decides this stage's output."""

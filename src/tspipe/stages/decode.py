@@ -28,7 +28,7 @@ from tspipe.errors import VideoError
 from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch
+from tspipe.stages.contract import Batch, Batching, Stage
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +223,16 @@ def _warnings(report: dict[str, Any], annotated: float | None, sampler: ClipSamp
         warnings.append(f"shorter than one clip: {clip_frames} frames at {sampler.fps} fps "
                         f"< {sampler.frames}; its one window repeats the last frame")
     return warnings
+
+
+STAGE = Stage(
+    name="decode",
+    help="Probe, standardize to constant fps, and index into TSP and sliding-window tables.",
+    sections=("decode", "clip"),
+    inputs=lambda params, paths: [paths.annotations, paths.manifest],
+    outputs=lambda params, paths: [paths.decode_report, paths.groundtruth_table,
+                                   paths.windows_table, paths.metrics("decode")],
+    code=("tspipe.stages.decode", "tspipe.data.clips", "tspipe.data.clip_sampler",
+          "tspipe.data.video"),
+    batching=Batching(batches, run_batch, batch_done, finalize),
+)

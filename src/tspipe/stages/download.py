@@ -16,7 +16,7 @@ from tspipe.data.download import download_all, read_manifest, summarize, write_m
 from tspipe.io import atomic_write_json, result_dict, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch
+from tspipe.stages.contract import Batch, Batching, Stage
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,14 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> DownloadSta
     atomic_write_json(paths.metrics("download"), result.metrics())
     reporter.message(f"download: {result.summary}")
     return result
+
+
+STAGE = Stage(
+    name="download",
+    help="Fetch every annotated video once (mirror, HTTP, yt-dlp, s3/gs, local); manifest.",
+    sections=("download",),
+    inputs=lambda params, paths: [paths.annotations],
+    outputs=lambda params, paths: [paths.videos, paths.manifest, paths.metrics("download")],
+    code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.download_sources"),
+    batching=Batching(batches, run_batch, batch_done, finalize),
+)

@@ -41,50 +41,22 @@ from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError, StageError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import Preprocess, default_resize
-from tspipe.extract.runner import ExtractResult, FeatureWriter, extract_features, resolve_device
+from tspipe.extract.runner import ExtractResult, FeatureWriter, extract_features
 from tspipe.extract.writers import extraction_params, feature_attrs
 from tspipe.io import atomic_write_json, sha256_json
 from tspipe.models.loading import LoadedEncoder, load_encoder
+from tspipe.models.registry import ENCODERS
 from tspipe.paths import RunPaths
 from tspipe.provenance import feature_version_id
 from tspipe.reporting import Reporter
+from tspipe.runtime import precision, resolve_device
 from tspipe.stages.contract import Batch
+from tspipe.stages.decoded import DecodedVideo, decoded_videos, manifest_sha256
+from tspipe.stages.flow import settings as flow_settings
 
 log = logging.getLogger(__name__)
 
 SHARD_PREFIX = "shard-"
-
-
-@dataclass(frozen=True)
-class DecodedVideo:
-    """A video the decode stage made ready: the file to read, the download's sha256."""
-
-    video_id: str
-    path: Path
-    sha256: str | None
-
-
-def decoded_videos(paths: RunPaths) -> list[DecodedVideo]:
-    """The videos the decode report lists ``ok``, by id: the standardized copy when there
-    is one, else the downloaded file."""
-    if not paths.decode_report.exists():
-        raise StageError(f"{paths.decode_report}: no decode report; run the decode stage")
-    report = json.loads(paths.decode_report.read_text(encoding="utf-8"))
-    out = []
-    for r in report["videos"]:
-        if r["status"] != "ok":
-            continue
-        rel = (r.get("standardized") or {}).get("path") or r["source"]
-        out.append(DecodedVideo(r["video_id"], paths.resolve(rel), r.get("source_sha256")))
-    return sorted(out, key=lambda v: v.video_id)
-
-
-def manifest_sha256(videos: list[DecodedVideo], params: Params) -> str:
-    """Ids + the downloaded files' sha256 + the decode settings that made the copies."""
-    from tspipe.stages.decode import decode_settings
-
-    return sha256_json({"videos": [[v.video_id, v.sha256] for v in videos],
-                        "decode": decode_settings(params)})
 
 
 @dataclass(frozen=True)
@@ -104,6 +76,7 @@ class EncoderRun:
     code_version: str
     version: str
     out_dir: Path  # <out>/<version>
+    device: torch.device  # cfg.device, resolved on this machine
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -133,13 +106,8 @@ class EncoderRun:
         return [VideoInput(v.video_id, v.path) for v in self.videos if v.video_id in wanted]
 
     def precision(self) -> str:
-        """What this machine will run in: float32, or the autocast dtype on CUDA."""
-        device = resolve_device(self.cfg.device)
-        if device.type != "cuda" or self.cfg.amp == "off":
-            return "float32"
-        if self.cfg.amp == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return self.cfg.amp
+        """What this machine runs it in: float32, or the autocast dtype on CUDA."""
+        return precision(self.device, self.cfg.amp)
 
     def base_attrs(self) -> dict[str, Any]:
         """File attributes every shard of this run carries."""
@@ -212,7 +180,8 @@ def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
     return EncoderRun(stage=stage, cfg=cfg, checkpoint=checkpoint, origin=origin,
                       loaded=loaded, sampler=sampler, prep=prep, videos=videos,
                       id_params=id_params, manifest_sha256=manifest, code_version=code,
-                      version=version, out_dir=out_root / version)
+                      version=version, out_dir=out_root / version,
+                      device=resolve_device(cfg.device))
 
 
 def flow_inputs(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths,
@@ -223,12 +192,6 @@ def flow_inputs(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
         raise ConfigError(f"{stage}.encoder {cfg.encoder} reads optical flow: set "
                           "flow.enabled: true (and run the flow stage) first")
     return [DecodedVideo(v.video_id, paths.flow_file(v.video_id), v.sha256) for v in videos]
-
-
-def flow_settings(params: Params) -> Any:
-    from tspipe.stages.flow import settings
-
-    return settings(params)
 
 
 # The last runs resolved, by what decides them: the flow asks for the batches and then
@@ -309,7 +272,7 @@ def encode_shard(run: EncoderRun, batch: Batch, writer: FeatureWriter, reporter:
     return extract_features(run.inputs(batch), run.loaded.model, run.loaded.spec,
                             run.sampler, writer=writer, mode=run.prep.mode,
                             resize=run.prep.resize, batch_size=cfg.batch_size,
-                            workers=cfg.workers, device=cfg.device, amp=cfg.amp,
+                            workers=cfg.workers, device=run.device, amp=cfg.amp,
                             dtype=dtype, preprocess_on=cfg.preprocess_on, reporter=reporter)
 
 
@@ -332,3 +295,28 @@ def shard_reports(run: EncoderRun) -> list[ShardReport]:
                          f"precisions {sorted(precisions)}; pin {run.stage}.device and "
                          f"{run.stage}.amp and rerun the odd shards")
     return reports
+
+
+# The code both encoder stages share (each adds its own module).
+CODE = ("tspipe.stages.encoder_runs", "tspipe.stages.decoded", "tspipe.extract",
+        "tspipe.data.clip_sampler", "tspipe.models")
+
+
+def encoder_inputs(stage: str) -> Callable[[Params, RunPaths], list[Path]]:
+    """The files that decide a gvf or extract run besides the videos: the decode report,
+    the flow report for a flow encoder, the weights."""
+
+    def inputs(params: Params, paths: RunPaths) -> list[Path]:
+        cfg = getattr(params, stage)
+        files = [paths.decode_report]
+        if getattr(ENCODERS.get(cfg.encoder), "stream", "rgb") == "flow":
+            files.append(paths.flow_report)
+        if cfg.checkpoint:
+            files.append(paths.resolve(cfg.checkpoint))
+        elif stage == "extract":
+            files += [p for p in (pretrained_weights(params, paths),) if p is not None]
+        elif params.pretrain.init_checkpoint:
+            files.append(paths.resolve(params.pretrain.init_checkpoint))
+        return files
+
+    return inputs

@@ -33,17 +33,41 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
-from tspipe.config import Params
+from tspipe.config import LocalizeConfig, Params
+from tspipe.data.annotations import Annotations, read_activitynet
 from tspipe.errors import StageError
 from tspipe.io import atomic_write_json, result_dict
+from tspipe.localize import (
+    DetectionResult,
+    ProposalResult,
+    evaluate_detection,
+    evaluate_proposals,
+    plots,
+)
+from tspipe.localize.classifier import train_classifier
+from tspipe.localize.feature_files import load_features
+from tspipe.localize.features import FeatureSet
+from tspipe.localize.postprocess import Proposals, combine_with_classes, results_json
+from tspipe.localize.train import (
+    RECIPES,
+    EpochLoss,
+    LocalizationData,
+    build_data,
+    fit,
+    make_model,
+    predict,
+)
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
+from tspipe.runtime import resolve_device
+from tspipe.stages.contract import Stage
 
 log = logging.getLogger(__name__)
 
@@ -90,100 +114,149 @@ def uniform_proposals(duration: float, top_k: int = 100) -> tuple[np.ndarray, np
 
 
 def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageResult:
-    import torch
-
-    from tspipe.data.annotations import read_activitynet
-    from tspipe.extract.runner import resolve_device
-    from tspipe.localize import evaluate_detection, evaluate_proposals, plots
-    from tspipe.localize.classifier import train_classifier
-    from tspipe.localize.features import load_features
-    from tspipe.localize.postprocess import Proposals, combine_with_classes, results_json
-    from tspipe.localize.train import RECIPES, build_data, fit, make_model, predict
-
-    if not paths.features_current.exists():
-        raise StageError(f"{paths.features_current}: no features yet; run the extract stage")
-    current = json.loads(paths.features_current.read_text(encoding="utf-8"))
-    version = current["feature_version"]
     cfg = params.localize
-    ann = read_activitynet(paths.annotations)
-    feats = load_features(paths.resolve(current["dir"]))
+    version, feats, ann = _read_inputs(paths)
     train = build_data(ann, feats, subset="training", scale=cfg.temporal_scale)
     val = build_data(ann, feats, subset="validation", scale=cfg.temporal_scale)
     device = resolve_device(cfg.device)
-    gt = {"version": "VERSION 1.3", "database": {
-        vid: {"subset": "validation", "duration": float(val.durations[i]),
-              "annotations": [{"segment": [s.t_start, s.t_end], "label": s.label}
-                              for s in ann.videos[vid].segments]}
-        for i, vid in enumerate(val.video_ids)}}
-    tiou = tuple(cfg.tiou_thresholds)
-    scores: dict[str, dict[str, float]] = {}
-    curves: dict[str, Any] = {}
-    detections: dict[str, Any] = {}
-    histories: dict[str, Any] = {}
-    losses: dict[str, float] = {}
-
-    if cfg.class_scores:
-        class_scores = _external_scores(paths.resolve(cfg.class_scores), val.video_ids)
-    else:
-        train_ids = set(train.video_ids)
-        classifier = train_classifier(
-            {v: feats[v].features for v in train_ids},
-            {v: [s.label for s in ann.videos[v].segments] for v in train_ids},
-            ann.classes or sorted({s.label for v in ann.videos.values() for s in v.segments}),
-            seed=cfg.seed)
-        class_scores = classifier.scores({v: feats[v].features for v in val.video_ids})
-
-    # Detections of a class with no validation ground truth are left out: mAP averages
-    # over the classes the subset has, so they could not count, and the official
-    # evaluation (like tspipe's) refuses a label it has no ground truth of.
-    gt_classes = {a["label"] for e in gt["database"].values() for a in e["annotations"]}
-
-    def score(method: str, by_video: dict[str, Proposals]) -> None:
-        folder = paths.results_dir(version, method)
-        doc = results_json(by_video)
-        atomic_write_json(folder / "proposals.json", doc, indent=None)
-        result = evaluate_proposals(gt, doc, tiou=tiou)
-        dets = results_json({v: _known(combine_with_classes(p, class_scores.get(v, {})),
-                                       gt_classes)
-                             for v, p in by_video.items()})
-        atomic_write_json(folder / "detections.json", dets, indent=None)
-        detections[method] = evaluate_detection(gt, dets, tiou=tiou)
-        scores[method] = {**result.metrics(), **detections[method].metrics()}
-        curves[method] = result
-
-    score(BASELINE, {vid: Proposals(*uniform_proposals(float(val.durations[i])))
-                     for i, vid in enumerate(val.video_ids)})
+    gt = _ground_truth(ann, val)
+    board = _Scoreboard(gt, tuple(cfg.tiou_thresholds),
+                        _class_scores(cfg, paths, ann, feats, train, val))
+    board.add(BASELINE, _baseline(val), paths.results_dir(version, BASELINE))
+    histories: dict[str, list[EpochLoss]] = {}
     for method in cfg.methods:
-        recipe = replace(RECIPES[method], **{k: getattr(cfg, k) for k in
-                                             ("epochs", "batch_size", "lr", "weight_decay")
-                                             if getattr(cfg, k) is not None})
-        if cfg.epochs is None:
-            recipe = recipe.at_least(cfg.min_steps, len(train.video_ids))
-        torch.manual_seed(cfg.seed)
-        model = make_model(method, train.feat_dim, cfg.temporal_scale, cfg.model_size)
-        history = fit(method, model, train, recipe, device=device, amp=cfg.amp,
-                      seed=cfg.seed, reporter=reporter)
-        atomic_write_json(paths.results_dir(version, method) / "history.json",
-                          [h.__dict__ for h in history])
-        losses[method] = history[-1].total
-        histories[method] = history
-        score(method, predict(method, model, val, device=device, amp=cfg.amp,
-                              batch_size=recipe.batch_size))
-        reporter.message(f"evaluate: {method} AUC {scores[method]['auc'] * 100:.2f} "
-                         f"(baseline {scores[BASELINE]['auc'] * 100:.2f}), AR@100 "
-                         f"{scores[method]['ar_at_100'] * 100:.2f}, average mAP "
-                         f"{scores[method]['average_map'] * 100:.2f} (baseline "
-                         f"{scores[BASELINE]['average_map'] * 100:.2f})")
-    figures = [*plots.ar_an(curves, paths.plot("evaluate", "ar_an")),
-               *plots.map_per_tiou(detections, paths.plot("evaluate", "map_tiou")),
+        folder = paths.results_dir(version, method)
+        trained = _train_and_predict(method, cfg, train, val, device=device,
+                                     reporter=reporter, folder=folder)
+        histories[method] = trained.history
+        board.add(method, trained.proposals, folder)
+        reporter.message(board.summary(method))
+    figures = [*plots.ar_an(board.proposals, paths.plot("evaluate", "ar_an")),
+               *plots.map_per_tiou(board.detections, paths.plot("evaluate", "map_tiou")),
                *plots.losses(histories, paths.plot("evaluate", "losses"))]
     result = EvaluateStageResult(feature_version=version, figures=figures,
                                  results_dir=paths.results_dir(version, BASELINE).parent,
                                  train_videos=len(train.video_ids),
-                                 eval_videos=len(val.video_ids), scores=scores,
-                                 final_loss=losses)
-    atomic_write_json(paths.metrics("localize"), scores)
+                                 eval_videos=len(val.video_ids), scores=board.scores,
+                                 final_loss={m: h[-1].total for m, h in histories.items()})
+    atomic_write_json(paths.metrics("localize"), board.scores)
     return result
+
+
+class _Inputs(NamedTuple):
+    """What the stage reads: the current feature version's id and features, and the
+    annotations."""
+
+    version: str
+    features: FeatureSet
+    annotations: Annotations
+
+
+def _read_inputs(paths: RunPaths) -> _Inputs:
+    if not paths.features_current.exists():
+        raise StageError(f"{paths.features_current}: no features yet; run the extract stage")
+    current = json.loads(paths.features_current.read_text(encoding="utf-8"))
+    version = current["feature_version"]
+    ann = read_activitynet(paths.annotations)
+    return _Inputs(version, load_features(paths.resolve(current["dir"])), ann)
+
+
+def _ground_truth(ann: Annotations, val: LocalizationData) -> dict[str, Any]:
+    """The validation videos' segments as an ActivityNet v1.3 document (what the metrics
+    read), each video with the duration its data stands for (``val.durations``)."""
+    return {"version": "VERSION 1.3", "database": {
+        vid: {"subset": "validation", "duration": float(val.durations[i]),
+              "annotations": [{"segment": [s.t_start, s.t_end], "label": s.label}
+                              for s in ann.videos[vid].segments]}
+        for i, vid in enumerate(val.video_ids)}}
+
+
+def _class_scores(cfg: LocalizeConfig, paths: RunPaths, ann: Annotations, feats: FeatureSet,
+                  train: LocalizationData, val: LocalizationData
+                  ) -> dict[str, dict[str, float]]:
+    """Video-level class scores of the validation videos: ``localize.class_scores``' file,
+    else a classifier trained on the training videos' features."""
+    if cfg.class_scores:
+        return _external_scores(paths.resolve(cfg.class_scores), val.video_ids)
+    train_ids = set(train.video_ids)
+    classifier = train_classifier(
+        {v: feats[v].features for v in train_ids},
+        {v: [s.label for s in ann.videos[v].segments] for v in train_ids},
+        ann.classes or sorted({s.label for v in ann.videos.values() for s in v.segments}),
+        seed=cfg.seed)
+    return classifier.scores({v: feats[v].features for v in val.video_ids})
+
+
+def _baseline(val: LocalizationData) -> dict[str, Proposals]:
+    """The uniform baseline's proposals of every validation video."""
+    return {vid: Proposals(*uniform_proposals(float(val.durations[i])))
+            for i, vid in enumerate(val.video_ids)}
+
+
+class _Trained(NamedTuple):
+    history: list[EpochLoss]
+    proposals: dict[str, Proposals]  # validation video id -> proposals in seconds
+
+
+def _train_and_predict(method: str, cfg: LocalizeConfig, train: LocalizationData,
+                       val: LocalizationData, *, device: torch.device, reporter: Reporter,
+                       folder: Path) -> _Trained:
+    """Train ``method`` on ``train`` with its reference recipe as ``localize`` overrides it
+    (per-epoch losses to ``folder/history.json``), then predict ``val``'s proposals."""
+    recipe = replace(RECIPES[method], **{k: getattr(cfg, k) for k in
+                                         ("epochs", "batch_size", "lr", "weight_decay")
+                                         if getattr(cfg, k) is not None})
+    if cfg.epochs is None:
+        recipe = recipe.at_least(cfg.min_steps, len(train.video_ids))
+    torch.manual_seed(cfg.seed)
+    model = make_model(method, train.feat_dim, cfg.temporal_scale, cfg.model_size)
+    history = fit(method, model, train, recipe, device=device, amp=cfg.amp,
+                  seed=cfg.seed, reporter=reporter)
+    atomic_write_json(folder / "history.json", [h.__dict__ for h in history])
+    return _Trained(history, predict(method, model, val, device=device, amp=cfg.amp,
+                                     batch_size=recipe.batch_size))
+
+
+@dataclass
+class _Scoreboard:
+    """Each method's proposals and detections, written and scored against ``gt``:
+    ``scores`` (method -> metric -> value), the curves behind them (``proposals``,
+    ``detections``)."""
+
+    gt: dict[str, Any]
+    tiou: tuple[float, ...]
+    class_scores: dict[str, dict[str, float]]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    proposals: dict[str, ProposalResult] = field(default_factory=dict)
+    detections: dict[str, DetectionResult] = field(default_factory=dict)
+
+    def add(self, method: str, by_video: dict[str, Proposals], folder: Path) -> None:
+        """Write ``folder/proposals.json`` and ``folder/detections.json`` (the proposals
+        with the video's top classes) and score both."""
+        # Detections of a class with no validation ground truth are left out: mAP averages
+        # over the classes the subset has, so they could not count, and the official
+        # evaluation (like tspipe's) refuses a label it has no ground truth of.
+        gt_classes = {a["label"] for e in self.gt["database"].values()
+                      for a in e["annotations"]}
+        doc = results_json(by_video)
+        atomic_write_json(folder / "proposals.json", doc, indent=None)
+        result = evaluate_proposals(self.gt, doc, tiou=self.tiou)
+        dets = results_json({v: _known(combine_with_classes(p, self.class_scores.get(v, {})),
+                                       gt_classes)
+                             for v, p in by_video.items()})
+        atomic_write_json(folder / "detections.json", dets, indent=None)
+        self.detections[method] = evaluate_detection(self.gt, dets, tiou=self.tiou)
+        self.scores[method] = {**result.metrics(), **self.detections[method].metrics()}
+        self.proposals[method] = result
+
+    def summary(self, method: str) -> str:
+        """One line: ``method``'s AUC, AR@100 and average mAP beside the baseline's."""
+        ours, base = self.scores[method], self.scores[BASELINE]
+        return (f"evaluate: {method} AUC {ours['auc'] * 100:.2f} "
+                f"(baseline {base['auc'] * 100:.2f}), AR@100 "
+                f"{ours['ar_at_100'] * 100:.2f}, average mAP "
+                f"{ours['average_map'] * 100:.2f} (baseline "
+                f"{base['average_map'] * 100:.2f})")
 
 
 def _external_scores(path: Path, video_ids: list[str]) -> dict[str, dict[str, float]]:
@@ -210,3 +283,17 @@ def _known(dets: Any, classes: set[str]) -> Any:
     keep = np.array([label in classes for label in dets.labels], dtype=bool)
     return type(dets)(dets.segments[keep], dets.scores[keep],
                       tuple(label for label in dets.labels if label in classes))
+
+
+STAGE = Stage(
+    name="evaluate",
+    help="Train BMN / G-TAD on the current feature version; score their proposals.",
+    sections=("localize",),
+    run_whole=run,
+    inputs=lambda params, paths: [paths.features_current, paths.annotations],
+    outputs=lambda params, paths: [paths.metrics("localize"),
+                                   *(paths.plot("evaluate", n)
+                                     for n in ("ar_an", "map_tiou", "losses"))],
+    code=("tspipe.stages.evaluate", "tspipe.localize"),
+    per_variant=True,
+)

@@ -15,7 +15,8 @@ A shard resumes video by video (:class:`~tspipe.extract.writers.H5FeatureWriter`
 stream and the flow encoder reads the flow stage's files: each stream is a feature version
 of its own (``F/<rgb version>/``, ``F/<flow version>/``, the same ids as single-stream
 runs of those encoders would get), and a third version holds their per-clip
-concatenation (:mod:`tspipe.extract.concat`, RGB first), whose index names both sources.
+concatenation (:mod:`.extract_runs`, :mod:`tspipe.extract.concat`; RGB first), whose index
+names both sources.
 The concatenation is what ``current.json`` points to, so BMN / G-TAD read two-stream
 features; the catalog records all three versions and the concatenation's sources.
 
@@ -42,118 +43,28 @@ from typing import Any
 import h5py
 
 from tspipe.config import Params
-from tspipe.errors import ConfigError, StageError
-from tspipe.extract.concat import concat_features
+from tspipe.errors import StageError
 from tspipe.extract.export import export_csv, export_npy, merge_h5
 from tspipe.extract.writers import H5FeatureWriter
-from tspipe.io import atomic_write_json, result_dict, sha256_json
+from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
-from tspipe.provenance import CONCAT_CODE, EXTRACT_CODE, feature_version_id
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch
+from tspipe.stages.contract import Batch, Batching, Stage
+from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     SHARD_PREFIX,
     EncoderRun,
     ShardReport,
-    cached_run,
     encode_shard,
-    encoder_run,
-    pretrained_weights,
+    encoder_inputs,
     shard_done,
     shard_functions,
     shard_reports,
 )
+from tspipe.stages.extract_runs import concat_shard, make_run, two_stream
 
 log = logging.getLogger(__name__)
 
-
-
-def make_run(params: Params, paths: RunPaths) -> EncoderRun:
-    """The (RGB) encoder's run."""
-    return cached_run("extract", params, paths, _make_run)
-
-
-def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
-    cfg = params.extract
-    return encoder_run("extract", cfg, params, paths, out_root=paths.features_root,
-                       extra={"dtype": cfg.dtype}, code=EXTRACT_CODE,
-                       default_checkpoint=pretrained_weights(params, paths),
-                       default_origin="pretrain")
-
-
-def _make_flow_run(params: Params, paths: RunPaths) -> EncoderRun:
-    from tspipe.models.registry import ENCODERS, encoder_info
-
-    cfg = params.extract
-    assert cfg.flow_encoder is not None
-    if encoder_info(cfg.flow_encoder).stream != "flow":
-        raise ConfigError(f"extract.flow_encoder {cfg.flow_encoder!r} is not an optical-flow "
-                          "encoder; flow encoders: "
-                          + ", ".join(n for n, e in ENCODERS.items() if e.stream == "flow"))
-    if encoder_info(cfg.encoder).stream != "rgb":
-        raise ConfigError(f"extract.encoder {cfg.encoder!r} reads optical flow; with "
-                          "extract.flow_encoder set, extract.encoder is the RGB stream")
-    flow_cfg = cfg.model_copy(update={"encoder": cfg.flow_encoder,
-                                      "checkpoint": cfg.flow_checkpoint,
-                                      "flow_encoder": None, "flow_checkpoint": None})
-    # Its weights are flow_checkpoint or seeded random ones: never the pretrain stage's
-    # (that fine-tunes the RGB stream).
-    return encoder_run("extract", flow_cfg, params, paths, out_root=paths.features_root,
-                       extra={"dtype": cfg.dtype}, code=EXTRACT_CODE)
-
-
-@dataclass(frozen=True)
-class TwoStream:
-    """An RGB and a flow run over the same videos, and the version of their concatenation."""
-
-    rgb: EncoderRun
-    flow: EncoderRun
-    id_params: dict[str, Any]
-    code_version: str
-    version: str
-    out_dir: Path
-
-    @classmethod
-    def of(cls, rgb: EncoderRun, flow: EncoderRun, dtype: str) -> TwoStream:
-        if [v.video_id for v in rgb.videos] != [v.video_id for v in flow.videos]:
-            raise StageError("extract: the RGB and flow streams see different videos")
-        id_params = {"stage": "extract", "dtype": dtype,
-                     "concat": {"rgb": rgb.version, "flow": flow.version}}
-        code = CONCAT_CODE
-        # The catalog's id recipe, with the RGB stream's weights as the version's checkpoint
-        # (the flow stream's are in its own version, named in "concat").
-        version = feature_version_id(rgb.checkpoint_sha256, id_params, rgb.manifest_sha256, code)
-        return cls(rgb, flow, id_params, code, version, rgb.out_dir.parent / version)
-
-    def flow_batch(self, batch: Batch) -> Batch:
-        return self.flow.batches()[self.rgb.shard_index(batch)]
-
-    def shard_file(self, batch: Batch) -> Path:
-        return self.out_dir / self.rgb.shard_file(batch).name
-
-    def shard_report(self, batch: Batch) -> Path:
-        return self.shard_file(batch).with_suffix(".json")
-
-    def encoder(self) -> str:
-        return f"{self.rgb.cfg.encoder}+{self.flow.cfg.encoder}"
-
-    def recipe(self) -> str:
-        return sha256_json({"params": self.id_params, "code": self.code_version})
-
-    def attrs(self) -> dict[str, Any]:
-        return {**self.rgb.base_attrs(), "encoder": self.encoder(),
-                "feature_version": self.version, "recipe": self.recipe(),
-                "flow_checkpoint_sha256": self.flow.checkpoint_sha256,
-                "sources": json.dumps(self.id_params["concat"])}
-
-
-def two_stream(params: Params, paths: RunPaths) -> TwoStream | None:
-    """The two-stream runs when ``extract.flow_encoder`` is set, else None."""
-    if not params.extract.flow_encoder:
-        return None
-    rgb = make_run(params, paths)
-    flow = cached_run("extract", params, paths, _make_flow_run, tag="flow")
-    return TwoStream.of(rgb, flow, params.extract.dtype)
 
 
 @dataclass(frozen=True)
@@ -221,7 +132,7 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
     flow_batch = two.flow_batch(batch)
     written += _encode(two.flow, flow_batch, params, paths, reporter)
     if not (two.shard_report(batch).exists() and two.shard_file(batch).exists()):
-        _concat(two, batch, flow_batch, params.extract.dtype, reporter)
+        concat_shard(two, batch, flow_batch, params.extract.dtype, reporter)
     return written
 
 
@@ -240,29 +151,6 @@ def _encode(run: EncoderRun, batch: Batch, params: Params, paths: RunPaths,
         result = encode_shard(run, batch, writer, reporter, dtype=cfg.dtype)
     ShardReport.of(run, batch, result, reused).save(run.shard_report(batch))
     return len(result.written)
-
-
-def _concat(two: TwoStream, batch: Batch, flow_batch: Batch, dtype: str,
-            reporter: Reporter) -> None:
-    """The concatenation shard of two finished stream shards; a video either stream
-    failed fails here with that stream's reason."""
-    rgb_report = ShardReport.load(two.rgb.shard_report(batch))
-    streams = {"rgb": rgb_report, "flow": ShardReport.load(two.flow.shard_report(flow_batch))}
-    failed: dict[str, str] = {}
-    for name, report in streams.items():
-        for vid, why in report.failed.items():
-            failed.setdefault(vid, f"{name} stream: {why}")
-    ok = [vid for vid in batch.ids if vid not in failed]
-    shard = two.shard_file(batch)
-    with H5FeatureWriter(shard, two.attrs(), dtype=dtype) as writer:
-        result = concat_features([two.rgb.shard_file(batch), two.flow.shard_file(flow_batch)],
-                                 writer, ok)
-    ShardReport(shard=shard.name, ids=list(batch.ids), written=result.written,
-                skipped=result.skipped, failed={**failed, **result.failed}, clips=result.clips,
-                seconds=result.seconds, precision=rgb_report.precision, host=rgb_report.host,
-                pid=rgb_report.pid).save(two.shard_report(batch))
-    reporter.message(f"extract: {shard.name}: {len(result.written)} videos concatenated "
-                     f"(RGB ++ flow), {len(failed) + len(result.failed)} failed")
 
 
 def _video_sha(run: EncoderRun) -> dict[str, str | None]:
@@ -408,3 +296,15 @@ def _export(out_dir: Path, shards: list[Path], formats: list[str], prefix: str) 
                 export(shard, out_dir / fmt, id_prefix=prefix)
         done.append(fmt)
     return done
+
+
+STAGE = Stage(
+    name="extract",
+    help="Clip features of every decoded video: versioned HDF5 shards, exports, catalog.",
+    sections=("extract", "clip"),
+    inputs=encoder_inputs("extract"),
+    outputs=lambda params, paths: [paths.features_current, paths.metrics("extract")],
+    code=("tspipe.stages.extract", "tspipe.stages.extract_runs", *ENCODER_CODE),
+    batching=Batching(batches, run_batch, batch_done, finalize),
+    per_variant=True,
+)

@@ -27,8 +27,8 @@ from tspipe.errors import VideoError
 from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch
-from tspipe.stages.encoder_runs import DecodedVideo, decoded_videos
+from tspipe.stages.contract import Batch, Batching, Stage
+from tspipe.stages.decoded import DecodedVideo, decoded_videos
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +176,15 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> FlowStageRe
                          f"({params.flow.method}, {result.frames_per_s} frames/s per worker "
                          f"thread) -> {paths.flow_root}")
     return result
+
+
+STAGE = Stage(
+    name="flow",
+    help="Optical flow (TV-L1 or Farneback) of every decoded video, for I3D's flow stream.",
+    sections=("flow", "clip"),
+    extra_params=("decode.backend",),
+    inputs=lambda params, paths: [paths.decode_report],
+    outputs=lambda params, paths: [paths.flow_root, paths.metrics("flow")],
+    code=("tspipe.stages.flow", "tspipe.stages.decoded", "tspipe.data.flow"),
+    batching=Batching(batches, run_batch, batch_done, finalize),
+)

@@ -22,12 +22,14 @@ from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch
+from tspipe.stages.contract import Batch, Batching, Stage
+from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
     cached_run,
     encode_shard,
+    encoder_inputs,
     encoder_run,
     shard_done,
     shard_functions,
@@ -115,3 +117,16 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageRes
     reporter.message(f"gvf: {result.ok} of {result.videos} videos, {dim}-d, "
                      f"{params.gvf.pooling} pooling -> {paths.gvf_file}")
     return result
+
+
+STAGE = Stage(
+    name="gvf",
+    help="Global video features (encoder clip features pooled per video) for TSP training.",
+    sections=("gvf", "clip"),
+    extra_params=("pretrain.init_checkpoint",),
+    inputs=encoder_inputs("gvf"),
+    outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
+    code=("tspipe.stages.gvf", *ENCODER_CODE),
+    batching=Batching(batches, run_batch, batch_done, finalize),
+    enabled=lambda params: params.gvf.enabled,
+)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tspipe.config import DatasetConfig
+from tspipe.config import DatasetConfig, Params
 from tspipe.data.annotations import (
     Annotations,
     detect_format,
@@ -29,7 +29,7 @@ from tspipe.errors import StageError
 from tspipe.io import atomic_write_json, atomic_write_text, result_dict, sha256_file
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter, Reporter
-from tspipe.stages.contract import tree_hash
+from tspipe.stages.contract import Stage, tree_hash
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,28 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
                      f"{result.classes} classes ({result.errors} errors, "
                      f"{result.warnings} warnings)")
     return result
+
+
+def run(params: Params, paths: RunPaths, reporter: Reporter) -> IngestResult:
+    return ingest(params.dataset, paths, reporter)
+
+
+def _inputs(params: Params, paths: RunPaths) -> list[Path]:
+    d = params.dataset
+    return [paths.resolve(p) for p in (d.annotations, d.label_map, d.metadata) if p]
+
+
+STAGE = Stage(
+    name="ingest",
+    help="Read and validate the dataset's annotations; write them normalized.",
+    sections=("dataset",),
+    run_whole=run,
+    inputs=_inputs,
+    outputs=lambda params, paths: [paths.annotations, paths.annotation_report,
+                                   paths.metrics("ingest"),
+                                   paths.plot("ingest", "segments_per_class")],
+    code=("tspipe.stages.ingest", "tspipe.data.annotations"),
+)
+
+
+

@@ -29,26 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tspipe import __version__
 from tspipe.config import Params
+from tspipe.data.annotations import read_activitynet
+from tspipe.data.clips import ClipSampler, build_groundtruth, write_table
+from tspipe.errors import ConfigError
 from tspipe.io import (
     atomic_write_json,
     atomic_write_text,
     result_dict,
     sha256_file,
     sha256_json,
-    source_hash,
 )
 from tspipe.paths import RunPaths
+from tspipe.pretrain.report import StepLog, write_reports
+from tspipe.pretrain.train import flat_metrics, train
+from tspipe.provenance import code_version
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import DisabledResult
+from tspipe.stages.contract import DisabledResult, Stage
+from tspipe.stages.decoded import decoded_videos
 
 log = logging.getLogger(__name__)
 
 REGISTERED_MODEL = "tspipe-encoder"
-CODE = ("tspipe.stages.pretrain", "tspipe.pretrain.train", "tspipe.pretrain.samples",
-        "tspipe.pretrain.dataset", "tspipe.pretrain.loss", "tspipe.pretrain.optim",
-        "tspipe.pretrain.model", "tspipe.pretrain.metrics", "tspipe.pretrain.state")
+# The one list of what versions a training (the run key, cache keys, DVC's deps); the base
+# stage trains with the same code.
+CODE = ("tspipe.stages.pretrain", "tspipe.stages.decoded", "tspipe.pretrain",
+        "tspipe.extract.preprocess", "tspipe.data.clip_sampler", "tspipe.models")
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,6 @@ class PretrainStageResult:
     figures: list[Path] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        from tspipe.pretrain.train import flat_metrics
-
         return flat_metrics(self)
 
     def tags(self) -> dict[str, str]:
@@ -115,13 +119,10 @@ def run_key(params: Params, paths: RunPaths) -> str:
         "params": {s: getattr(params, s).model_dump(mode="json") for s in ("pretrain", "clip")},
         "files": {k: sha256_file(p) if p is not None and p.exists() else None
                   for k, p in files.items()},
-        "code": source_hash(CODE, version=__version__)})
+        "code": code_version(CODE)})
 
 
 def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageResult:
-    from tspipe.data.annotations import read_activitynet
-    from tspipe.pretrain import StepLog, train, write_reports
-    from tspipe.stages.encoder_runs import decoded_videos
 
     cfg = params.pretrain
     out_dir = paths.model_dir("pretrain")
@@ -215,10 +216,6 @@ def disabled(paths: RunPaths, *, reason: str) -> DisabledResult:
 def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dict[str, Path]]:
     """A trimmed-clip corpus as training input: its annotations, its segment table (written
     into ``out_dir``) and its videos (each entry's url, inside the corpus folder)."""
-    from tspipe.data.annotations import read_activitynet
-    from tspipe.data.clips import ClipSampler, build_groundtruth, write_table
-    from tspipe.errors import ConfigError
-
     if not corpus.is_file():
         raise ConfigError(f"pretrain.corpus: {corpus} does not exist (the synth stage makes "
                           "data/synth/corpus/synthactions_corpus.json when "
@@ -236,3 +233,31 @@ def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dic
     # Clips tile each file: no background (a TAC run reads none anyway).
     table = build_groundtruth(ann, min_background=sampler.clip_duration)
     return ann, write_table(table, out_dir / "corpus_groundtruth.parquet"), videos
+
+
+def inputs(params: Params, paths: RunPaths) -> list[Path]:
+    """The corpus or the decode stage's outputs, the GVF file (TSP with GVF), the initial
+    weights."""
+    corpus = corpus_file(params, paths)
+    data = ([paths.groundtruth_table, paths.decode_report, paths.annotations]
+            if corpus is None else [corpus])
+    return [*data, *(p for p in _inputs(params, paths) if p is not None)]
+
+
+def outputs(params: Params, paths: RunPaths) -> list[Path]:
+    return [paths.model_dir("pretrain"), paths.metrics("pretrain"),
+            paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")]
+
+
+STAGE = Stage(
+    name="pretrain",
+    help="TSP (or TAC) fine-tuning of the encoder on the segments; extraction's weights.",
+    sections=("pretrain", "clip"),
+    run_whole=run,
+    inputs=inputs,
+    outputs=outputs,
+    code=CODE,
+    enabled=lambda params: params.pretrain.enabled,
+    disabled=lambda paths: disabled(paths, reason="pretrain.enabled: false"),
+    per_variant=True,
+)
