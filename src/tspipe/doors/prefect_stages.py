@@ -187,8 +187,8 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
             cached = state.name == "Cached"
         else:
             batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
-            calls = [(list(b.ids), b.key, not stage.batching.batch_done(params, paths, b))
-                     for b in stage.batching.batches(params, paths)]
+            calls = [(list(b.ids), b.key, not done)
+                     for b, done in stage.batching.plan(params, paths)]
             # No batch at all (a disabled flow stage): nothing to compute; "cached" when
             # its outputs are already there.
             nothing_to_do = not calls and stage.outputs_present(params, paths)

@@ -33,8 +33,10 @@ class StageResult(Protocol):
 
 @dataclass(frozen=True)
 class Batch:
-    """A unit of a stage with many videos: which ids, and a content hash of what decides
-    their output (their annotation entries, their files' sha256)."""
+    """A unit of a stage with many videos, a group of whole videos (``--shard`` deals
+    them out; not a batch of clips: those are :class:`tspipe.extract.loader.ClipBatch`):
+    which ids, and a content hash of what decides their output (their annotation entries,
+    their files' sha256). The gvf and extract stages write one HDF5 shard per Batch."""
 
     ids: tuple[str, ...]
     key: str
@@ -49,12 +51,22 @@ class Batching:
     run_batch: Callable[[Params, RunPaths, Batch, Reporter], Any]
     batch_done: Callable[[Params, RunPaths, Batch], bool]
     finalize: Callable[[Params, RunPaths, Reporter], Any]
+    # Every batch and whether it is done, in one pass, for a stage that must load something
+    # to answer (the gvf and extract stages: the encoder, to know the version): loaded once,
+    # not once per batch. None: ``batch_done`` of each batch.
+    status: Callable[[Params, RunPaths], list[tuple[Batch, bool]]] | None = None
+
+    def plan(self, params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+        """Every batch, in order, and whether it is done."""
+        if self.status is not None:
+            return self.status(params, paths)
+        return [(b, self.batch_done(params, paths, b)) for b in self.batches(params, paths)]
 
     def run_all(self, params: Params, paths: RunPaths, reporter: Reporter,
                 shard: tuple[int, int] | None = None) -> Any:
         """Every batch, then ``finalize``. ``shard=(i, n)`` runs only batches ``i-1, i-1+n,
         ...`` (``i`` in 1..n), and finalizes only once every batch is done."""
-        batches = self.batches(params, paths)
+        batches = [b for b, _ in self.plan(params, paths)]
         if shard is None:
             mine = batches
         else:
@@ -65,7 +77,7 @@ class Batching:
         for batch in mine:
             self.run_batch(params, paths, batch, reporter)
         if shard is not None:
-            done = sum(self.batch_done(params, paths, b) for b in batches)
+            done = sum(d for _, d in self.plan(params, paths))
             if done < len(batches):
                 return PartialRun(shard=f"{shard[0]}/{shard[1]}", batches=len(batches),
                                   ran=len(mine), done=done)

@@ -50,7 +50,7 @@ from tspipe.paths import RunPaths
 from tspipe.provenance import feature_version_id
 from tspipe.reporting import Reporter
 from tspipe.runtime import precision, resolve_device
-from tspipe.stages.contract import Batch
+from tspipe.stages.contract import Batch, Batching
 from tspipe.stages.decoded import DecodedVideo, decoded_videos, manifest_sha256
 from tspipe.stages.flow import settings as flow_settings
 
@@ -194,29 +194,6 @@ def flow_inputs(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPat
     return [DecodedVideo(v.video_id, paths.flow_file(v.video_id), v.sha256) for v in videos]
 
 
-# The last runs resolved, by what decides them: the flow asks for the batches and then
-# whether each is done, and each of those would otherwise reload the checkpoint.
-_RUNS: dict[tuple[str, ...], EncoderRun] = {}
-
-
-def cached_run(stage: str, params: Params, paths: RunPaths,
-               make: Callable[[Params, RunPaths], EncoderRun], tag: str = "") -> EncoderRun:
-    """``make(params, paths)``, reused while the params, the decode report and the
-    weights files are unchanged (``tag`` tells apart several runs of one stage)."""
-    cfg: EncoderRunConfig = getattr(params, stage)
-    named = [c for c in (cfg.checkpoint, getattr(cfg, "flow_checkpoint", None)) if c]
-    files = [paths.decode_report, *(paths.resolve(c) for c in named),
-             *(p for p in (pretrained_weights(params, paths),) if p)]
-    key = (stage, tag, str(paths.root), str(paths.variant), params.model_dump_json(),
-           *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" if p.exists() else f"{p}:-"
-             for p in files))
-    if key not in _RUNS:
-        if len(_RUNS) >= 4:
-            _RUNS.pop(next(iter(_RUNS)))
-        _RUNS[key] = make(params, paths)
-    return _RUNS[key]
-
-
 @dataclass(frozen=True)
 class ShardReport:
     """Written beside a shard once it is complete (the marker that it is)."""
@@ -252,9 +229,11 @@ class ShardReport:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def shard_functions(make_run: Callable[[Params, RunPaths], EncoderRun]) -> tuple[
-        Callable[[Params, RunPaths], list[Batch]], Callable[[Params, RunPaths, Batch], bool]]:
-    """A stage's ``batches`` and ``batch_done``: its shards, and whether one is complete."""
+def shard_batching(make_run: Callable[[Params, RunPaths], EncoderRun],
+                   run_batch: Callable[[Params, RunPaths, Batch, Reporter], Any],
+                   finalize: Callable[[Params, RunPaths, Reporter], Any]) -> Batching:
+    """A one-encoder stage's batching: its shards, whether one is complete, and both in
+    one pass (the encoder loaded once)."""
 
     def batches(params: Params, paths: RunPaths) -> list[Batch]:
         return make_run(params, paths).batches()
@@ -262,7 +241,11 @@ def shard_functions(make_run: Callable[[Params, RunPaths], EncoderRun]) -> tuple
     def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
         return shard_done(make_run(params, paths), batch)
 
-    return batches, batch_done
+    def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+        run = make_run(params, paths)
+        return [(b, shard_done(run, b)) for b in run.batches()]
+
+    return Batching(batches, run_batch, batch_done, finalize, status)
 
 
 def encode_shard(run: EncoderRun, batch: Batch, writer: FeatureWriter, reporter: Reporter,

@@ -58,10 +58,9 @@ from tspipe.stages.encoder_runs import (
     encode_shard,
     encoder_inputs,
     shard_done,
-    shard_functions,
     shard_reports,
 )
-from tspipe.stages.extract_runs import concat_shard, make_run, two_stream
+from tspipe.stages.extract_runs import TwoStream, concat_shard, make_run, two_stream
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +110,26 @@ class ExtractStageResult:
         return result_dict(self)
 
 
-batches, _encoder_batch_done = shard_functions(make_run)
+def batches(params: Params, paths: RunPaths) -> list[Batch]:
+    return make_run(params, paths).batches()
+
+
+def _done(run: EncoderRun, two: TwoStream | None, batch: Batch) -> bool:
+    """The shard is complete: the encoder's, or with two streams their concatenation's."""
+    if two is None:
+        return shard_done(run, batch)
+    return two.shard_report(batch).exists() and two.shard_file(batch).exists()
 
 
 def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
-    two = two_stream(params, paths)
-    if two is None:
-        return _encoder_batch_done(params, paths, batch)
-    return two.shard_report(batch).exists() and two.shard_file(batch).exists()
+    run = make_run(params, paths)
+    return _done(run, two_stream(params, paths, run), batch)
+
+
+def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+    run = make_run(params, paths)
+    two = two_stream(params, paths, run)
+    return [(b, _done(run, two, b)) for b in run.batches()]
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
@@ -126,7 +137,7 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
     their concatenation. Returns the videos encoded."""
     run = make_run(params, paths)
     written = _encode(run, batch, params, paths, reporter)
-    two = two_stream(params, paths)
+    two = two_stream(params, paths, run)
     if two is None:
         return written
     flow_batch = two.flow_batch(batch)
@@ -238,7 +249,7 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
     cfg = params.extract
     reports = shard_reports(run)
     main = _version_summary(run, reports)
-    two = two_stream(params, paths)
+    two = two_stream(params, paths, run)
     streams: dict[str, dict[str, Any]] = {}
     if two is not None:
         flow_reports = shard_reports(two.flow)
@@ -305,6 +316,6 @@ STAGE = Stage(
     inputs=encoder_inputs("extract"),
     outputs=lambda params, paths: [paths.features_current, paths.metrics("extract")],
     code=("tspipe.stages.extract", "tspipe.stages.extract_runs", *ENCODER_CODE),
-    batching=Batching(batches, run_batch, batch_done, finalize),
+    batching=Batching(batches, run_batch, batch_done, finalize, status),
     per_variant=True,
 )

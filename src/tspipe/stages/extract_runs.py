@@ -27,7 +27,6 @@ from tspipe.stages.contract import Batch
 from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
-    cached_run,
     encoder_run,
     pretrained_weights,
 )
@@ -35,10 +34,6 @@ from tspipe.stages.encoder_runs import (
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
     """The (RGB) encoder's run."""
-    return cached_run("extract", params, paths, _make_run)
-
-
-def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
     cfg = params.extract
     return encoder_run("extract", cfg, params, paths, out_root=paths.features_root,
                        extra={"dtype": cfg.dtype}, code=EXTRACT_CODE,
@@ -110,13 +105,12 @@ class TwoStream:
                 "sources": json.dumps(self.id_params["concat"])}
 
 
-def two_stream(params: Params, paths: RunPaths) -> TwoStream | None:
-    """The two-stream runs when ``extract.flow_encoder`` is set, else None."""
+def two_stream(params: Params, paths: RunPaths, rgb: EncoderRun) -> TwoStream | None:
+    """With ``extract.flow_encoder`` set, the RGB run ``rgb`` with the flow encoder's run
+    and their concatenation; else None."""
     if not params.extract.flow_encoder:
         return None
-    rgb = make_run(params, paths)
-    flow = cached_run("extract", params, paths, _make_flow_run, tag="flow")
-    return TwoStream.of(rgb, flow, params.extract.dtype)
+    return TwoStream.of(rgb, _make_flow_run(params, paths), params.extract.dtype)
 
 
 def concat_shard(two: TwoStream, batch: Batch, flow_batch: Batch, dtype: str,

@@ -22,27 +22,22 @@ from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch, Batching, Stage
+from tspipe.stages.contract import Batch, Stage
 from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     EncoderRun,
     ShardReport,
-    cached_run,
     encode_shard,
     encoder_inputs,
     encoder_run,
+    shard_batching,
     shard_done,
-    shard_functions,
     shard_reports,
 )
 
 log = logging.getLogger(__name__)
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
-    return cached_run("gvf", params, paths, _make_run)
-
-
-def _make_run(params: Params, paths: RunPaths) -> EncoderRun:
     cfg = params.gvf
     init = params.pretrain.init_checkpoint
     return encoder_run("gvf", cfg, params, paths, out_root=paths.gvf_root,
@@ -81,9 +76,6 @@ class GvfStageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return result_dict(self)
-
-
-batches, batch_done = shard_functions(make_run)
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
@@ -127,6 +119,6 @@ STAGE = Stage(
     inputs=encoder_inputs("gvf"),
     outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
     code=("tspipe.stages.gvf", *ENCODER_CODE),
-    batching=Batching(batches, run_batch, batch_done, finalize),
+    batching=shard_batching(make_run, run_batch, finalize),
     enabled=lambda params: params.gvf.enabled,
 )
