@@ -37,6 +37,12 @@ class AnnotationError(TspipeError):
         super().__init__(locate(file, message, video_id=video_id, field=field))
 
 
+class ShapeError(TspipeError):
+    """A tensor given to a localization model (BMN, G-TAD) or its losses does not have the
+    shape it was built for (feature width, temporal scale, number of bins, prediction vs
+    target)."""
+
+
 class UnsafeIdError(TspipeError):
     """An id cannot be used as a file name (traversal, absolute path, empty, control chars)."""
 

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from tspipe.errors import ConfigError
+from tspipe.errors import ConfigError, ShapeError
 from tspipe.localize.bmn import (
     BMN,
     BMNOutput,
     BoundaryMatchingLayer,
-    ShapeError,
     bm_sampling_mask,
     valid_mask,
 )

@@ -8,14 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from tspipe.errors import ConfigError
+from tspipe.errors import ConfigError, ShapeError
+from tspipe.localize.gcnext import GCNeXt, knn
 from tspipe.localize.gtad import (
     GTAD,
-    GCNeXt,
     GTADOutput,
     RoIAlign1d,
     SGAlign,
-    knn,
     roi_align_matrix,
     to_duration_start,
     to_start_end,
@@ -197,7 +196,7 @@ def test_gtad_small_shapes_and_fused_equals_plain() -> None:
         assert ((tensor > 0) & (tensor < 1)).all()
     model.fused_align = False
     assert torch.allclose(model(x).confidence_map, out.confidence_map, atol=1e-5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ShapeError, match=r"\(N, 8, 16\)"):
         model(torch.randn(2, 8, 15))
 
 

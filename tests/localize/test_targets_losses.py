@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tspipe.localize.bmn import BMN, BMNOutput, ShapeError, valid_mask
+from tspipe.errors import ShapeError
+from tspipe.localize.bmn import BMN, BMNOutput, valid_mask
 from tspipe.localize.losses import (
     LossParts,
     bmn_loss,

@@ -17,16 +17,10 @@ from typing import Annotated
 import typer
 
 from tspipe.errors import TspipeError
-from tspipe.localize.metrics import (
-    ACTIVITYNET_TIOU,
-    THUMOS14_TIOU,
-    Counts,
-    DetectionResult,
-    ProposalResult,
-    evaluate_detection,
-    evaluate_proposals,
-)
+from tspipe.localize.metrics import ACTIVITYNET_TIOU, THUMOS14_TIOU, Counts
+from tspipe.localize.metrics_detection import DetectionResult, evaluate_detection
 from tspipe.localize.metrics_io import read_blocked
+from tspipe.localize.metrics_proposals import ProposalResult, evaluate_proposals
 
 app = typer.Typer(
     help="Evaluate localization results against ground truth: detection mAP and proposal "

@@ -24,15 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tspipe.errors import ConfigError, TspipeError
+from tspipe.errors import ConfigError, ShapeError
 from tspipe.localize.outputs import MapOutput
 
 _GROUPS = 4  # the base and TEM 1D convs are grouped in 4 (facts, section 4)
-
-
-class ShapeError(TspipeError):
-    """A tensor given to BMN or its losses does not have the shape the model was built for
-    (temporal scale, number of bins, prediction vs target)."""
 
 
 def valid_mask(temporal_scale: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import torch
 
-from tspipe.localize.bmn import BMNOutput, ShapeError
+from tspipe.errors import ShapeError
+from tspipe.localize.bmn import BMNOutput
 from tspipe.localize.targets import BMNTargets
 
 EPS = 1e-6  # inside the logs (facts, section 4)

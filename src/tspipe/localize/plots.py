@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tspipe.io import atomic_path, atomic_write_bytes
-from tspipe.localize.metrics import DetectionResult, ProposalResult
+from tspipe.localize.metrics_detection import DetectionResult
+from tspipe.localize.metrics_proposals import ProposalResult
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tspipe.errors import TspipeError, locate
-from tspipe.localize.features import match_id
+from tspipe.localize.feature_files import match_id
 from tspipe.localize.metrics import segment_tiou
 from tspipe.localize.metrics_io import read_json
 

@@ -24,7 +24,10 @@ from torch import nn
 
 from tspipe.data.annotations import Annotations
 from tspipe.errors import StageError
+from tspipe.localize import bmn, gtad
+from tspipe.localize.bmn import BMN
 from tspipe.localize.features import FeatureSet, rescale
+from tspipe.localize.gtad import GTAD, to_duration_start
 from tspipe.localize.losses import bmn_loss
 from tspipe.localize.outputs import MapOutput
 from tspipe.localize.postprocess import (
@@ -142,12 +145,8 @@ def make_model(method: str, feat_dim: int, scale: int, size: str = "reference") 
     if size not in SIZES:
         raise StageError(f"unknown model size {size!r}: choose one of {tuple(SIZES)}")
     if method == "bmn":
-        from tspipe.localize.bmn import BMN
-
         return BMN(feat_dim, scale, **SIZES[size]["bmn"])
     if method == "gtad":
-        from tspipe.localize.gtad import GTAD
-
         return GTAD(feat_dim, temporal_scale=scale, max_duration=scale, **SIZES[size]["gtad"])
     raise StageError(f"unknown localization method {method!r}: choose one of {METHODS}")
 
@@ -157,14 +156,10 @@ def model_targets(method: str, out: MapOutput, targets: BMNTargets, scale: int
     """Targets and valid-cell mask in the model's map layout."""
     device = out.confidence_map.device
     if method == "bmn":
-        from tspipe.localize.bmn import valid_mask
-
-        return targets, valid_mask(scale, device=device)
-    from tspipe.localize.gtad import to_duration_start, valid_mask
-
+        return targets, bmn.valid_mask(scale, device=device)
     d = out.confidence_map.shape[-2]
     return (BMNTargets(to_duration_start(targets.iou_map, d), targets.start, targets.end),
-            valid_mask(scale, d, device=device))
+            gtad.valid_mask(scale, d, device=device))
 
 
 @dataclass(frozen=True)

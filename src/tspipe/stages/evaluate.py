@@ -54,7 +54,12 @@ from tspipe.localize import (
 from tspipe.localize.classifier import train_classifier
 from tspipe.localize.feature_files import load_features
 from tspipe.localize.features import FeatureSet
-from tspipe.localize.postprocess import Proposals, combine_with_classes, results_json
+from tspipe.localize.postprocess import (
+    Proposals,
+    combine_with_classes,
+    load_class_scores,
+    results_json,
+)
 from tspipe.localize.train import (
     RECIPES,
     EpochLoss,
@@ -262,8 +267,6 @@ class _Scoreboard:
 def _external_scores(path: Path, video_ids: list[str]) -> dict[str, dict[str, float]]:
     """``localize.class_scores`` read for ``video_ids`` (matched up to ActivityNet's ``v_``
     prefix); a video it lacks gets no detections, and is named in a warning."""
-    from tspipe.localize.postprocess import load_class_scores
-
     ext = load_class_scores(path)
     scores = {v: s for v in video_ids if (s := ext.for_video(v)) is not None}
     missing = [v for v in video_ids if v not in scores]
