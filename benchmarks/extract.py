@@ -72,8 +72,9 @@ from tspipe.extract import (
     make_loader,
     video_clips,
 )
-from tspipe.extract.runner import DeviceFrames, autocast, encode
+from tspipe.extract.runner import DeviceFrames, encode
 from tspipe.models import KINETICS_112, TINY_64, build_encoder
+from tspipe.runtime import autocast
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ from tspipe.pretrain.samples import (
     valid_plan,
 )
 from tspipe.stages import bind
-from tspipe.stages.encoder_runs import decoded_videos
+from tspipe.stages.decoded import decoded_videos
 
 WAYS = {"fresh": 0, "kept": None}  # ClipDataset's max_readers (None: its default)
 

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from tspipe.catalog import current_revision, head_revision, make_engine, upgrade
 from tspipe.catalog.migrate import alembic_config
-from tspipe.catalog.models import Base
+from tspipe.catalog.schema import Base
 
 TABLES = {"datasets", "videos", "checkpoints", "feature_versions", "evaluations",
           "feature_videos"}

@@ -15,7 +15,7 @@ SCRIPT = r"""
 import hashlib, sys, tempfile
 from pathlib import Path
 import numpy as np
-from tspipe.data.synth import encode_frames
+from tspipe.data.synth_encode import encode_frames
 from tspipe.data.video.encode import VideoWriter, h264_options
 
 def frames(w, h, n=60):

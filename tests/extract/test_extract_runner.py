@@ -12,8 +12,9 @@ from conftest import WINDOWS
 
 from tspipe.errors import StageError
 from tspipe.extract import MemoryWriter, extract_features
-from tspipe.extract.runner import autocast, encode, resolve_device
+from tspipe.extract.runner import encode
 from tspipe.models import build_encoder
+from tspipe.runtime import autocast, resolve_device
 
 
 class Recorder:

@@ -19,8 +19,8 @@ from ckpt_helpers import (
 )
 
 from tspipe.io import sha256_file
+from tspipe.models.checkpoint_formats import CheckpointError
 from tspipe.models.checkpoints import (
-    CheckpointError,
     LoadedCheckpoint,
     load_into,
     read_checkpoint,

@@ -3,6 +3,20 @@
 SQLite by default, PostgreSQL via ``TSPIPE_CATALOG_URL``. The schema is migrated by
 ``upgrade(url)`` (``tspipe catalog upgrade``); the API returns plain records from
 ``tspipe.catalog.records``, never ORM objects.
+
+Modules:
+
+- ``api``: ``Catalog``, the one way in: registrations (one transaction each) and queries
+- ``writes``: the INSERT ... ON CONFLICT statements of the registrations
+- ``queries``: the read-side queries, each over an open session
+- ``records``: the plain dataclasses the API takes and returns
+- ``schema``: the tables (SQLAlchemy typed mappings, constraint naming convention)
+- ``_convert``: ORM rows to records, and the checks on values before they are written
+- ``engine``: URLs and engines (SQLite by default, PostgreSQL), passwords hidden
+- ``migrate``: ``upgrade``, ``current_revision``, ``head_revision`` (Alembic)
+- ``migrations/``: the Alembic environment and the revisions, shipped in the package
+
+The ``tspipe catalog`` commands are a door: ``tspipe.doors.cli_catalog``.
 """
 
 from tspipe.catalog.api import Catalog

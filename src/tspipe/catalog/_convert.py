@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from tspipe.catalog import models
 from tspipe.catalog.records import (
     CheckpointRecord,
     DatasetRecord,
@@ -17,6 +16,16 @@ from tspipe.catalog.records import (
     FeatureVideoRow,
     VideoRecord,
     VideoRow,
+)
+from tspipe.catalog.schema import (
+    FEATURE_VIDEO_STATUSES,
+    VIDEO_STATUSES,
+    Checkpoint,
+    Dataset,
+    Evaluation,
+    FeatureVersion,
+    FeatureVideo,
+    Video,
 )
 from tspipe.errors import CatalogError
 from tspipe.provenance import check_sha256
@@ -85,7 +94,7 @@ def video_values(dataset_id: int, row: VideoRow, now: datetime) -> dict[str, Any
         "duration": row.duration,
         "fps": row.fps,
         "num_frames": row.num_frames,
-        "status": one_of(row.status, models.VIDEO_STATUSES, field="status", item=item),
+        "status": one_of(row.status, VIDEO_STATUSES, field="status", item=item),
         "reason": row.reason,
         "updated_at": now,
     }
@@ -104,7 +113,7 @@ def feature_video_values(feature_version_id: str, row: FeatureVideoRow,
     return {
         "feature_version_id": feature_version_id,
         "video_id": row.video_id,
-        "status": one_of(row.status, models.FEATURE_VIDEO_STATUSES, field="status", item=item),
+        "status": one_of(row.status, FEATURE_VIDEO_STATUSES, field="status", item=item),
         "num_clips": _count(row.num_clips, field="num_clips", item=item, least=0),
         "feature_dim": _count(row.feature_dim, field="feature_dim", item=item, least=1),
         "reason": _text(row.reason, field="reason", item=item),
@@ -114,7 +123,7 @@ def feature_video_values(feature_version_id: str, row: FeatureVideoRow,
     }
 
 
-def dataset_record(row: models.Dataset) -> DatasetRecord:
+def dataset_record(row: Dataset) -> DatasetRecord:
     return DatasetRecord(
         id=row.id, name=row.name, annotation_sha256=row.annotation_sha256, format=row.format,
         subsets=tuple(row.subsets), num_videos=row.num_videos, num_segments=row.num_segments,
@@ -122,7 +131,7 @@ def dataset_record(row: models.Dataset) -> DatasetRecord:
     )
 
 
-def video_record(row: models.Video, dataset_name: str) -> VideoRecord:
+def video_record(row: Video, dataset_name: str) -> VideoRecord:
     return VideoRecord(
         dataset_id=row.dataset_id, dataset_name=dataset_name, video_id=row.video_id,
         subset=row.subset, source=row.source, sha256=row.sha256, duration=row.duration,
@@ -131,7 +140,7 @@ def video_record(row: models.Video, dataset_name: str) -> VideoRecord:
     )
 
 
-def checkpoint_record(row: models.Checkpoint) -> CheckpointRecord:
+def checkpoint_record(row: Checkpoint) -> CheckpointRecord:
     return CheckpointRecord(
         sha256=row.sha256, arch=row.arch, origin=row.origin, uri=row.uri,
         mlflow_run_id=row.mlflow_run_id, params=dict(row.params),
@@ -140,7 +149,7 @@ def checkpoint_record(row: models.Checkpoint) -> CheckpointRecord:
     )
 
 
-def feature_record(row: models.FeatureVersion, dataset_name: str) -> FeatureVersionRecord:
+def feature_record(row: FeatureVersion, dataset_name: str) -> FeatureVersionRecord:
     return FeatureVersionRecord(
         id=row.id, dataset_id=row.dataset_id, dataset_name=dataset_name,
         checkpoint_sha256=row.checkpoint_sha256, encoder=row.encoder, params=dict(row.params),
@@ -152,7 +161,7 @@ def feature_record(row: models.FeatureVersion, dataset_name: str) -> FeatureVers
     )
 
 
-def evaluation_record(row: models.Evaluation) -> EvaluationRecord:
+def evaluation_record(row: Evaluation) -> EvaluationRecord:
     return EvaluationRecord(
         id=row.id, feature_version_id=row.feature_version_id, method=row.method,
         dataset_id=row.dataset_id, subset=row.subset, metric=row.metric, value=row.value,
@@ -160,7 +169,7 @@ def evaluation_record(row: models.Evaluation) -> EvaluationRecord:
     )
 
 
-def feature_video_record(row: models.FeatureVideo) -> FeatureVideoRecord:
+def feature_video_record(row: FeatureVideo) -> FeatureVideoRecord:
     return FeatureVideoRecord(
         feature_version_id=row.feature_version_id, video_id=row.video_id, status=row.status,
         num_clips=row.num_clips, feature_dim=row.feature_dim, reason=row.reason,

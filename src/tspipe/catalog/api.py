@@ -1,8 +1,10 @@
 """The catalog API: register what the pipeline made, ask which features scored best.
 
 Every registration is one transaction (a failure leaves nothing half-written) and is
-idempotent: rows are keyed by unique constraints and written with INSERT ... ON CONFLICT,
-so two processes registering the same things at once leave one row per key.
+idempotent: rows are keyed by unique constraints and written with INSERT ... ON CONFLICT
+(``tspipe.catalog.writes``), so two processes registering the same things at once leave
+one row per key. Values are checked here, before the transaction; the reads are
+``tspipe.catalog.queries``.
 """
 
 from __future__ import annotations
@@ -12,28 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tspipe.catalog import _convert as cv
-from tspipe.catalog import queries as q
+import tspipe.catalog.queries as q
+from tspipe.catalog._convert import check_method, check_value, feature_video_values, one_of
 from tspipe.catalog.engine import READ_ONLY, hidden_url, make_engine
 from tspipe.catalog.migrate import require_head
-from tspipe.catalog.models import (
-    CHECKPOINT_ORIGINS,
-    FEATURE_STATUSES,
-    Checkpoint,
-    Dataset,
-    Evaluation,
-    FeatureVersion,
-    FeatureVersionSource,
-    FeatureVideo,
-    Video,
-    utcnow,
-)
 from tspipe.catalog.records import (
     BestResult,
     CheckpointRecord,
@@ -47,6 +35,17 @@ from tspipe.catalog.records import (
     VideoRecord,
     VideoRow,
 )
+from tspipe.catalog.schema import CHECKPOINT_ORIGINS, FEATURE_STATUSES, utcnow
+from tspipe.catalog.writes import (
+    insert_checkpoint,
+    insert_dataset,
+    insert_feature_version,
+    replace_feature_sources,
+    update_feature_status,
+    upsert_evaluations,
+    upsert_feature_videos,
+    upsert_videos,
+)
 from tspipe.errors import CatalogError
 from tspipe.provenance import check_sha256, feature_version_id
 
@@ -56,12 +55,6 @@ T = TypeVar("T")
 # Rows per INSERT statement of upsert_videos and record_feature_videos; all of them share
 # one transaction.
 _CHUNK_ROWS = 500
-
-
-def _insert(session: Session, model: type[Any]) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``_do_update``."""
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    return dialect.insert(model)
 
 
 class Catalog:
@@ -134,15 +127,8 @@ class Catalog:
                   "subsets": list(subsets), "num_videos": num_videos,
                   "num_segments": num_segments, "num_classes": num_classes,
                   "counts": dict(counts or {})}
-
-        def work(session: Session) -> DatasetRecord:
-            session.execute(_insert(session, Dataset).values(**values, created_at=utcnow())
-                            .on_conflict_do_nothing(index_elements=["name", "annotation_sha256"]))
-            row = session.scalars(select(Dataset).where(
-                Dataset.name == name, Dataset.annotation_sha256 == sha)).one()
-            return cv.dataset_record(row)
-
-        return self._write(f"register dataset {name!r}", work)
+        return self._write(f"register dataset {name!r}",
+                           lambda session: insert_dataset(session, values))
 
     def upsert_videos(self, dataset_id: int, rows: Iterable[VideoRow]) -> int:
         """Insert or update videos of a dataset in one transaction; return how many distinct
@@ -156,24 +142,8 @@ class Catalog:
         # One order for every writer: two PostgreSQL transactions upserting overlapping
         # videos then lock rows in the same order and cannot deadlock.
         ordered = [latest[key] for key in sorted(latest, key=str)]
-
-        def work(session: Session) -> int:
-            q.require(session, Dataset, dataset_id, "dataset")
-            stmt = _insert(session, Video)
-            new = stmt.excluded
-            keep = {name: func.coalesce(getattr(new, name), getattr(Video, name))
-                    for name in ("subset", "source", "sha256", "duration", "fps", "num_frames")}
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["dataset_id", "video_id"],
-                set_={**keep, "status": new.status, "reason": new.reason,
-                      "updated_at": new.updated_at})
-            now = utcnow()
-            for start in range(0, len(ordered), _CHUNK_ROWS):
-                chunk = ordered[start:start + _CHUNK_ROWS]
-                session.execute(stmt, [cv.video_values(dataset_id, row, now) for row in chunk])
-            return len(ordered)
-
-        return self._write(f"upsert videos of dataset {dataset_id}", work)
+        return self._write(f"upsert videos of dataset {dataset_id}", lambda session: (
+            upsert_videos(session, dataset_id, ordered, _CHUNK_ROWS)))
 
     def register_checkpoint(
         self, sha256: str, *, arch: str, origin: str, uri: str | None = None,
@@ -188,27 +158,14 @@ class Catalog:
         """
         sha = check_sha256(sha256, field="checkpoint sha256")
         item = f"checkpoint {sha[:12]}"
-        cv.one_of(origin, CHECKPOINT_ORIGINS, field="origin", item=item)
+        one_of(origin, CHECKPOINT_ORIGINS, field="origin", item=item)
         parent = None if parent_sha256 is None else check_sha256(
             parent_sha256, field=f"{item}: parent_sha256")
-
-        def work(session: Session) -> CheckpointRecord:
-            if parent is not None and parent != sha:
-                q.require(session, Checkpoint, parent, f"{item}: parent checkpoint")
-            if dataset_id is not None:
-                q.require(session, Dataset, dataset_id, f"{item}: dataset")
-            session.execute(_insert(session, Checkpoint).values(
-                sha256=sha, arch=arch, origin=origin, uri=uri, mlflow_run_id=mlflow_run_id,
-                params=dict(params or {}), parent_sha256=parent, dataset_id=dataset_id,
-                git_commit=git_commit, created_at=utcnow(),
-            ).on_conflict_do_nothing(index_elements=["sha256"]))
-            row = q.require(session, Checkpoint, sha, "checkpoint")
-            if (row.arch, row.origin) != (arch, origin):
-                raise CatalogError(f"{item} is registered as arch {row.arch!r}, origin "
-                                   f"{row.origin!r}, not {arch!r}, {origin!r}")
-            return cv.checkpoint_record(row)
-
-        return self._write(f"register {item}", work)
+        values = {"sha256": sha, "arch": arch, "origin": origin, "uri": uri,
+                  "mlflow_run_id": mlflow_run_id, "params": dict(params or {}),
+                  "parent_sha256": parent, "dataset_id": dataset_id, "git_commit": git_commit}
+        return self._write(f"register {item}",
+                           lambda session: insert_checkpoint(session, values, item=item))
 
     def register_feature_version(
         self, *, dataset_id: int, checkpoint_sha256: str, encoder: str,
@@ -221,23 +178,15 @@ class Catalog:
         them, so registering the same inputs again returns the stored row unchanged."""
         fid = feature_version_id(checkpoint_sha256, params, manifest_sha256, code_version)
         item = f"feature version {fid[:12]}"
-        cv.one_of(status, FEATURE_STATUSES, field="status", item=item)
-        checkpoint = checkpoint_sha256.lower()
-
-        def work(session: Session) -> FeatureVersionRecord:
-            q.require(session, Dataset, dataset_id, f"{item}: dataset")
-            q.require(session, Checkpoint, checkpoint, f"{item}: checkpoint")
-            now = utcnow()
-            session.execute(_insert(session, FeatureVersion).values(
-                id=fid, dataset_id=dataset_id, checkpoint_sha256=checkpoint, encoder=encoder,
-                params=dict(params), manifest_sha256=manifest_sha256.lower(),
-                code_version=code_version, storage_uri=storage_uri, dvc_md5=dvc_md5,
-                mlflow_run_id=mlflow_run_id, git_commit=git_commit, status=status,
-                num_videos=num_videos, feature_dim=feature_dim, created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["id"]))
-            return q.feature(session, fid)
-
-        return self._write(f"register {item}", work)
+        one_of(status, FEATURE_STATUSES, field="status", item=item)
+        values = {"id": fid, "dataset_id": dataset_id,
+                  "checkpoint_sha256": checkpoint_sha256.lower(), "encoder": encoder,
+                  "params": dict(params), "manifest_sha256": manifest_sha256.lower(),
+                  "code_version": code_version, "storage_uri": storage_uri,
+                  "dvc_md5": dvc_md5, "mlflow_run_id": mlflow_run_id, "git_commit": git_commit,
+                  "status": status, "num_videos": num_videos, "feature_dim": feature_dim}
+        return self._write(f"register {item}",
+                           lambda session: insert_feature_version(session, values, item=item))
 
     def set_feature_status(
         self, feature_version_id: str, status: str, *, storage_uri: str | None = None,
@@ -246,20 +195,11 @@ class Catalog:
     ) -> FeatureVersionRecord:
         """Set the status (and the given fields; None keeps the stored value)."""
         item = f"feature version {feature_version_id[:12]}"
-        cv.one_of(status, FEATURE_STATUSES, field="status", item=item)
+        one_of(status, FEATURE_STATUSES, field="status", item=item)
         given = {"storage_uri": storage_uri, "dvc_md5": dvc_md5, "mlflow_run_id": mlflow_run_id,
                  "num_videos": num_videos, "feature_dim": feature_dim}
-
-        def work(session: Session) -> FeatureVersionRecord:
-            row = q.require(session, FeatureVersion, feature_version_id, "feature version")
-            row.status, row.updated_at = status, utcnow()
-            for name, value in given.items():
-                if value is not None:
-                    setattr(row, name, value)
-            session.flush()
-            return q.feature(session, feature_version_id)
-
-        return self._write(f"set status of {item}", work)
+        return self._write(f"set status of {item}", lambda session: (
+            update_feature_status(session, feature_version_id, status, given)))
 
     def record_feature_videos(self, feature_version_id: str,
                               rows: Iterable[FeatureVideoRow]) -> int:
@@ -279,23 +219,10 @@ class Catalog:
             latest[row.video_id] = row
         now = utcnow()
         # Checked before the transaction; sorted: one lock order for concurrent writers.
-        values = [cv.feature_video_values(fid, latest[key], now)
+        values = [feature_video_values(fid, latest[key], now)
                   for key in sorted(latest, key=str)]
-
-        def work(session: Session) -> int:
-            q.require(session, FeatureVersion, fid, "feature version")
-            stmt = _insert(session, FeatureVideo)
-            new = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["feature_version_id", "video_id"],
-                set_={name: getattr(new, name) for name in (
-                    "status", "num_clips", "feature_dim", "reason", "reused_from", "shard",
-                    "updated_at")})
-            for start in range(0, len(values), _CHUNK_ROWS):
-                session.execute(stmt, values[start:start + _CHUNK_ROWS])
-            return len(values)
-
-        return self._write(f"record videos of {item}", work)
+        return self._write(f"record videos of {item}", lambda session: (
+            upsert_feature_videos(session, fid, values, _CHUNK_ROWS)))
 
     def record_feature_sources(self, feature_version_id: str,
                                sources: Sequence[tuple[str, str]]) -> int:
@@ -308,19 +235,8 @@ class Catalog:
             raise CatalogError(f"{item}: a concatenation has at least two sources")
         if fid in {s for _, s in sources}:
             raise CatalogError(f"{item}: a version cannot be its own source")
-
-        def work(session: Session) -> int:
-            q.require(session, FeatureVersion, fid, "feature version")
-            for stream, source in sources:
-                q.require(session, FeatureVersion, source, f"{item}: {stream} source")
-            session.execute(delete(FeatureVersionSource)
-                            .where(FeatureVersionSource.feature_version_id == fid))
-            session.add_all(FeatureVersionSource(feature_version_id=fid, position=i,
-                                                 source_id=source, stream=stream)
-                            for i, (stream, source) in enumerate(sources))
-            return len(sources)
-
-        return self._write(f"record sources of {item}", work)
+        return self._write(f"record sources of {item}", lambda session: (
+            replace_feature_sources(session, fid, sources, item=item)))
 
     def record_evaluations(
         self, feature_version_id: str, *, method: str, subset: str,
@@ -332,35 +248,14 @@ class Catalog:
         ``dataset_id`` defaults to the feature version's dataset.
         """
         item = f"evaluation {method}/{subset} of feature version {feature_version_id[:12]}"
-        cv.check_method(method)
+        check_method(method)
         if not subset or not metrics:
             raise CatalogError(f"{item}: subset and at least one metric are required")
-        values = {metric: cv.check_value(value, item=f"{item}: metric {metric!r}")
+        values = {metric: check_value(value, item=f"{item}: metric {metric!r}")
                   for metric, value in metrics.items()}
-
-        def work(session: Session) -> list[EvaluationRecord]:
-            feature = q.require(session, FeatureVersion, feature_version_id, "feature version")
-            on = feature.dataset_id if dataset_id is None else q.require(
-                session, Dataset, dataset_id, f"{item}: dataset").id
-            stmt = _insert(session, Evaluation)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["feature_version_id", "method", "subset", "metric"],
-                set_={"value": stmt.excluded.value, "dataset_id": stmt.excluded.dataset_id,
-                      "mlflow_run_id": func.coalesce(stmt.excluded.mlflow_run_id,
-                                                     Evaluation.mlflow_run_id)})
-            now = utcnow()
-            session.execute(stmt, [  # sorted: one lock order for concurrent writers
-                {"feature_version_id": feature.id, "method": method, "dataset_id": on,
-                 "subset": subset, "metric": metric, "value": value,
-                 "mlflow_run_id": mlflow_run_id, "created_at": now}
-                for metric, value in sorted(values.items())])
-            rows = session.scalars(select(Evaluation).where(
-                Evaluation.feature_version_id == feature.id, Evaluation.method == method,
-                Evaluation.subset == subset, Evaluation.metric.in_(values),
-            ).order_by(Evaluation.metric)).all()
-            return [cv.evaluation_record(row) for row in rows]
-
-        return self._write(f"record {item}", work)
+        return self._write(f"record {item}", lambda session: upsert_evaluations(
+            session, feature_version_id, method=method, subset=subset, values=values,
+            dataset_id=dataset_id, mlflow_run_id=mlflow_run_id, item=item))
 
     def record_evaluation(
         self, feature_version_id: str, *, method: str, subset: str, metric: str,

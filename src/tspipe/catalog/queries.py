@@ -8,17 +8,14 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from tspipe.catalog import _convert as cv
-from tspipe.catalog.models import (
-    FEATURE_VIDEO_STATUSES,
-    VIDEO_STATUSES,
-    Checkpoint,
-    Dataset,
-    Evaluation,
-    FeatureVersion,
-    FeatureVersionSource,
-    FeatureVideo,
-    Video,
+from tspipe.catalog._convert import (
+    checkpoint_record,
+    dataset_record,
+    evaluation_record,
+    feature_record,
+    feature_video_record,
+    one_of,
+    video_record,
 )
 from tspipe.catalog.records import (
     BestResult,
@@ -32,6 +29,17 @@ from tspipe.catalog.records import (
     FeatureVideoCounts,
     FeatureVideoRecord,
     VideoRecord,
+)
+from tspipe.catalog.schema import (
+    FEATURE_VIDEO_STATUSES,
+    VIDEO_STATUSES,
+    Checkpoint,
+    Dataset,
+    Evaluation,
+    FeatureVersion,
+    FeatureVersionSource,
+    FeatureVideo,
+    Video,
 )
 from tspipe.errors import CatalogError
 
@@ -51,7 +59,7 @@ def require(session: Session, model: type[T], key: Any, what: str) -> T:
 def feature(session: Session, fid: str) -> FeatureVersionRecord:
     row = require(session, FeatureVersion, fid, "feature version")
     name = session.scalar(select(Dataset.name).where(Dataset.id == row.dataset_id))
-    return cv.feature_record(row, name or "")
+    return feature_record(row, name or "")
 
 
 def resolve(session: Session, id_or_prefix: str) -> str:
@@ -92,7 +100,7 @@ def split_metric(metric: str, method: str | None = None) -> tuple[str | None, st
 
 def datasets(session: Session) -> list[DatasetRecord]:
     rows = session.scalars(select(Dataset).order_by(Dataset.id))
-    return [cv.dataset_record(row) for row in rows]
+    return [dataset_record(row) for row in rows]
 
 
 def videos(session: Session, dataset: str | int | None = None,
@@ -102,16 +110,16 @@ def videos(session: Session, dataset: str | int | None = None,
     if dataset is not None:
         stmt = stmt.where(Video.dataset_id.in_(dataset_ids(dataset)))
     if status is not None:
-        cv.one_of(status, VIDEO_STATUSES, field="status", item="videos query")
+        one_of(status, VIDEO_STATUSES, field="status", item="videos query")
         stmt = stmt.where(Video.status == status)
-    return [cv.video_record(row, name) for row, name in session.execute(stmt)]
+    return [video_record(row, name) for row, name in session.execute(stmt)]
 
 
 def checkpoints(session: Session, arch: str | None = None) -> list[CheckpointRecord]:
     stmt = select(Checkpoint).order_by(Checkpoint.created_at, Checkpoint.sha256)
     if arch is not None:
         stmt = stmt.where(Checkpoint.arch == arch)
-    return [cv.checkpoint_record(row) for row in session.scalars(stmt)]
+    return [checkpoint_record(row) for row in session.scalars(stmt)]
 
 
 def feature_versions(session: Session, dataset: str | int | None = None,
@@ -123,7 +131,7 @@ def feature_versions(session: Session, dataset: str | int | None = None,
         stmt = stmt.where(FeatureVersion.dataset_id.in_(dataset_ids(dataset)))
     if encoder is not None:
         stmt = stmt.where(FeatureVersion.encoder == encoder)
-    return [cv.feature_record(row, name) for row, name in session.execute(stmt)]
+    return [feature_record(row, name) for row, name in session.execute(stmt)]
 
 
 def feature_videos(session: Session, id_or_prefix: str,
@@ -132,10 +140,10 @@ def feature_videos(session: Session, id_or_prefix: str,
     stmt = (select(FeatureVideo).where(FeatureVideo.feature_version_id == fid)
             .order_by(FeatureVideo.video_id))
     if status is not None:
-        cv.one_of(status, FEATURE_VIDEO_STATUSES, field="status",
+        one_of(status, FEATURE_VIDEO_STATUSES, field="status",
                   item=f"videos of feature version {fid[:12]}")
         stmt = stmt.where(FeatureVideo.status == status)
-    return [cv.feature_video_record(row) for row in session.scalars(stmt)]
+    return [feature_video_record(row) for row in session.scalars(stmt)]
 
 
 def feature_video_counts(session: Session, fid: str) -> FeatureVideoCounts:
@@ -154,17 +162,17 @@ def feature_video_counts(session: Session, fid: str) -> FeatureVideoCounts:
 
 def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
     version = feature(session, resolve(session, id_or_prefix))
-    dataset = cv.dataset_record(require(session, Dataset, version.dataset_id, "dataset"))
-    checkpoint = cv.checkpoint_record(
+    dataset = dataset_record(require(session, Dataset, version.dataset_id, "dataset"))
+    checkpoint = checkpoint_record(
         require(session, Checkpoint, version.checkpoint_sha256, "checkpoint"))
     ancestors: list[CheckpointRecord] = []
     parent, seen = checkpoint.parent_sha256, {checkpoint.sha256}
     while parent is not None and parent not in seen:
-        ancestor = cv.checkpoint_record(require(session, Checkpoint, parent, "checkpoint"))
+        ancestor = checkpoint_record(require(session, Checkpoint, parent, "checkpoint"))
         ancestors.append(ancestor)
         seen.add(parent)
         parent = ancestor.parent_sha256
-    evaluations = tuple(cv.evaluation_record(row) for row in session.scalars(
+    evaluations = tuple(evaluation_record(row) for row in session.scalars(
         select(Evaluation).where(Evaluation.feature_version_id == version.id)
         .order_by(Evaluation.method, Evaluation.subset, Evaluation.metric)))
     runs = [version.mlflow_run_id, checkpoint.mlflow_run_id,
@@ -200,7 +208,7 @@ def best(session: Session, metric: str, dataset: str | int | None = None,
     if top is None:
         return None
     return BestResult(feature=feature(session, top.feature_version_id),
-                      evaluation=cv.evaluation_record(top))
+                      evaluation=evaluation_record(top))
 
 
 def compare(session: Session, id_a: str, id_b: str) -> Comparison:

@@ -18,22 +18,20 @@ config on the same library builds gives the same bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-import av
 import numpy as np
 
 from tspipe.config import SynthConfig
+from tspipe.data.synth_corpus import generate_corpus
+from tspipe.data.synth_encode import encode_frames, read_manifest, write_manifest
 from tspipe.data.synth_render import PATTERNS, RenderSpec, Span, render_frames
-from tspipe.data.video.encode import X264_DETERMINISTIC
 from tspipe.errors import ConfigError, StageError
 from tspipe.io import atomic_path, atomic_write_json, result_dict, safe_id, sha256_file, sha256_json
 
@@ -51,8 +49,6 @@ _RENDER_FIELDS = ("seed", "classes", "min_duration", "max_duration", "fps", "wid
                   "min_instances", "max_instances", "min_action", "max_action", "min_gap", "crf")
 # Child-seed streams per video: the plan (lengths, spans) and the pictures are independent.
 _PLAN_STREAM, _RENDER_STREAM = 0, 1
-_PRESET = "veryfast"
-_GOP_S = 2  # a keyframe every 2 s keeps random clip access (TSP sampling) cheap
 _EPS = 1e-9
 
 
@@ -139,21 +135,19 @@ def generate(cfg: SynthConfig, out_dir: Path, *, reporter: _Progress | None = No
             _encode_video(video, cfg, path)
             entries[video.video_id] = {"sha256": sha256_file(path), "frames": video.frames}
             # Recorded after every video, so an interrupted run resumes where it stopped.
-            write_manifest(manifest_path, config_hash, {**known, **entries})
+            write_manifest(manifest_path, config_hash, {**known, **entries}, GENERATOR_VERSION)
         if reporter is not None:
             reporter.advance("synth")
     for stale in sorted(set(old.get("videos", {})) - set(entries)):
         _video_path(out_dir, stale).unlink(missing_ok=True)  # made by us, no longer listed
         log.info("removed %s: not among the %d configured videos", stale, cfg.videos)
-    write_manifest(manifest_path, config_hash, entries)
+    write_manifest(manifest_path, config_hash, entries, GENERATOR_VERSION)
 
     annotations_path = atomic_write_json(out_dir / ANNOTATIONS_NAME,
                                          to_activitynet(videos, classes, {
                                              k: e["sha256"] for k, e in entries.items()}))
     corpus_clips = 0
     if cfg.corpus_videos:
-        from tspipe.data.synth_corpus import generate_corpus
-
         _, corpus_clips = generate_corpus(cfg, out_dir, reporter=reporter)
     result = SynthResult(
         out_dir=out_dir, annotations_path=annotations_path, videos=len(videos),
@@ -270,57 +264,6 @@ def _encode_video(video: SynthVideo, cfg: SynthConfig, dest: Path) -> None:
     log.debug("encoded %s: %d frames, %s", video.video_id, written, video.label)
 
 
-def encode_frames(frames: Iterable[np.ndarray], dest: Path, fps: int, width: int, height: int,
-            crf: int) -> int:
-    """Encode RGB ``(H, W, 3) uint8`` frames to H.264/mp4 at constant ``fps``; return count.
-
-    ``+bitexact`` keeps the muxer from writing its version; one encoder thread because
-    x264's bitstream depends on the thread count (and the default is the CPU count).
-    """
-    rate = Fraction(fps)
-    packets = 0
-    with av.open(str(dest), mode="w", format="mp4",
-                 container_options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=rate, options={
-            "crf": str(crf), "preset": _PRESET, "x264-params": X264_DETERMINISTIC})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.codec_context.gop_size = _GOP_S * fps
-        for pts, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(_yuv420p(rgb), format="yuv420p")
-            frame.pts, frame.time_base = pts, 1 / rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-                packets += 1
-        for packet in stream.encode(None):
-            container.mux(packet)
-            packets += 1
-    return packets
-
-
-def _yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """RGB ``(H, W, 3) uint8`` to planar YUV 4:2:0, BT.601 limited range: ``(3H/2, W) uint8``.
-
-    Integer arithmetic (the usual 8-bit BT.601 coefficients) instead of swscale, whose SIMD
-    paths may round differently on other CPUs.
-    """
-    h, w = rgb.shape[:2]
-    px = np.moveaxis(rgb, -1, 0).astype(np.int32)  # (3, H, W): contiguous channel planes
-    r, g, b = px
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    # Chroma from the rounded mean of each 2x2 block.
-    quad = (px[:, 0::2, 0::2] + px[:, 1::2, 0::2] + px[:, 0::2, 1::2] + px[:, 1::2, 1::2]
-            + 2) >> 2
-    qr, qg, qb = quad
-    u = ((-38 * qr - 74 * qg + 112 * qb + 128) >> 8) + 128
-    v = ((112 * qr - 94 * qg - 18 * qb + 128) >> 8) + 128
-    planes = np.empty(h * w * 3 // 2, dtype=np.uint8)
-    planes[:h * w] = y.ravel()
-    planes[h * w:h * w * 5 // 4] = u.ravel()
-    planes[h * w * 5 // 4:] = v.ravel()
-    return planes.reshape(h * 3 // 2, w)
-
-
 def _video_path(out_dir: Path, video_id: str) -> Path:
     return out_dir / VIDEOS_DIR / f"{safe_id(video_id)}.mp4"
 
@@ -328,21 +271,3 @@ def _video_path(out_dir: Path, video_id: str) -> Path:
 def _config_hash(cfg: SynthConfig) -> str:
     fields = {name: getattr(cfg, name) for name in _RENDER_FIELDS}
     return sha256_json({"generator": GENERATOR_VERSION, "config": fields})
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        # Only a cache: an unreadable one costs re-encoding, not correctness. Said aloud.
-        log.warning("%s unreadable (%s): every video is re-encoded", path, err)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_manifest(path: Path, config_hash: str, entries: dict[str, Any],
-                   generator: int = GENERATOR_VERSION) -> None:
-    atomic_write_json(path, {"generator": generator, "config_sha256": config_hash,
-                             "pyav": av.__version__, "videos": entries})

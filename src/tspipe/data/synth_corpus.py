@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from tspipe.config import SynthConfig
+from tspipe.data.synth_encode import encode_frames, read_manifest, write_manifest
 from tspipe.data.synth_render import PATTERNS, RenderSpec, Span, render_frames
 from tspipe.errors import StageError
 from tspipe.io import atomic_path, atomic_write_json, safe_id, sha256_file, sha256_json
@@ -126,8 +127,6 @@ def _path(root: Path, video: CorpusVideo) -> Path:
 
 def _make(video: CorpusVideo, cfg: SynthConfig, root: Path) -> str:
     """Render and encode one corpus file (atomically); its sha256."""
-    from tspipe.data.synth import encode_frames
-
     path = _path(root, video)
     with atomic_path(path) as tmp:
         written = encode_frames(corpus_frames(video, cfg), tmp, cfg.fps, cfg.width, cfg.height,
@@ -141,8 +140,6 @@ def generate_corpus(cfg: SynthConfig, out_dir: Path, *, reporter: Any = None) ->
     """Render and encode the corpus into ``out_dir/corpus``; resumable like the untrimmed
     videos (a file whose sha256 the manifest holds for this config is kept). Returns the
     annotation file and the number of clips."""
-    from tspipe.data.synth import read_manifest, write_manifest
-
     root = Path(out_dir) / CORPUS_DIR
     videos = plan_corpus(cfg)
     config_hash = sha256_json({"corpus": CORPUS_VERSION,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from tspipe.config import ENCODER_BATCH_SIZE
 from tspipe.errors import TspipeError
 from tspipe.extract.files import run_extract
 
@@ -34,7 +35,8 @@ def extract_command(
     clip_len: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
     frame_rate: Annotated[float, typer.Option(help="Clip frame rate (frames/s).")] = 15.0,
     stride: Annotated[int, typer.Option(help="Clip-rate frames between clip starts.")] = 16,
-    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")]
+    = ENCODER_BATCH_SIZE,
     workers: Annotated[int, typer.Option(help="Decoding processes (0: in this one).")] = 2,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto, bf16, fp16, "

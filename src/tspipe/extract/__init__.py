@@ -10,7 +10,9 @@
 - :mod:`.export`: ``.npy`` / ``.csv`` per video, shard merge.
 - :mod:`.gvf`: global video features in TSP's released format; :func:`read_gvf`.
 - :mod:`.compare`: :func:`compare_modes` (fast vs reference).
-- :mod:`.cli`: ``tspipe extract`` (standalone).
+- :mod:`.files`: :func:`run_extract`, extraction of video files outside a run directory
+  (``tspipe extract FILES``).
+- :mod:`.concat`: two streams' features, concatenated per clip (I3D).
 
 Nothing here imports Prefect, MLflow or the catalog; a feature version's id is
 :func:`tspipe.provenance.feature_version_id`.

@@ -13,27 +13,23 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from tspipe.config import ENCODER_BATCH_SIZE
 from tspipe.data.clip_sampler import ClipSampler
 from tspipe.errors import ConfigError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.preprocess import MODES, Preprocess
-from tspipe.extract.runner import (
-    PREPROCESS_ON,
-    ExtractResult,
-    extract_features,
-    resolve_device,
-)
+from tspipe.extract.runner import PREPROCESS_ON, ExtractResult, extract_features
 from tspipe.extract.writers import H5FeatureWriter, extraction_params, feature_attrs
 from tspipe.io import safe_id, sha256_file, sha256_json
 from tspipe.models.loading import load_encoder
 from tspipe.provenance import FILES_EXTRACT_CODE, feature_version_id
 from tspipe.reporting import LoggingReporter, Reporter
+from tspipe.runtime import AMP_CHOICES, resolve_device
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg",
                             ".flv", ".wmv", ".3gp"})
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -68,7 +64,7 @@ def find_videos(inputs: Sequence[str | Path]) -> list[VideoInput]:
 def run_extract(inputs: Sequence[str | Path], *, out: str | Path, encoder: str,
                 checkpoint: str | Path | None = None, mode: str = "reference",
                 clip_len: int = 16, frame_rate: float = 15.0, stride: int = 16,
-                batch_size: int = 16, workers: int = 2, device: str = "auto",
+                batch_size: int = ENCODER_BATCH_SIZE, workers: int = 2, device: str = "auto",
                 amp: str = "auto", dtype: str = "float32", allow_random_init: bool = False,
                 seed: int = 0, preprocess_on: str = "auto", reporter: Reporter | None = None
                 ) -> ExtractResult:

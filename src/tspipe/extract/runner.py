@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tspipe.config import ENCODER_BATCH_SIZE
 from tspipe.data.clip_sampler import ClipSampler, Window
 from tspipe.errors import ConfigError, StageError
 from tspipe.extract.loader import ClipBatch, VideoInput, make_loader
@@ -139,7 +140,7 @@ def encode(model: nn.Module, clips: Tensor) -> Tensor:
 
 def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: InputSpec,
                      sampler: ClipSampler, *, writer: FeatureWriter, mode: Mode = "reference",
-                     resize: tuple[int, int] | None = None, batch_size: int = 64,
+                     resize: tuple[int, int] | None = None, batch_size: int = ENCODER_BATCH_SIZE,
                      workers: int = 2, device: str | torch.device = "auto", amp: Amp = "auto",
                      dtype: str | np.dtype = "float32", backend: str | None = "auto",
                      preprocess_on: str = "auto", reporter: Reporter | None = None

@@ -1,27 +1,16 @@
-"""Read, map and write encoder checkpoints safely.
+"""Read encoder checkpoints, load them into a model, write tspipe's own.
 
-Every ``.pth``/``.pt`` file is read with ``torch.load(weights_only=True)``: tensors and plain
-containers only, plus ``argparse.Namespace`` because TSP's training checkpoints pickle their
-``args`` as one. Anything else a file asks to unpickle is refused, so a checkpoint from the
-internet cannot run code. Layouts understood (see shared/reference/checkpoints.md):
-
-- ``plain``: a flat ``{key: Tensor}`` state_dict (also under a ``state_dict`` key), e.g. I3D;
-- ``torchvision``: a flat state_dict with a classifier ``fc.*`` (VideoResNet files);
-- ``tsp`` / ``tac``: ``{'model', 'optimizer', 'lr_scheduler', 'epoch', 'args'}`` whose model
-  has ``features.*`` backbone keys and heads ``fc1``/``fc2`` (TSP) or ``fc`` (TAC);
-- ``tspipe``: what :func:`save_checkpoint` writes; it carries arch, clip settings and
-  normalization, so extraction reads them from the file instead of trusting the user;
-- ``safetensors``: a ``.safetensors`` file (needs the optional ``safetensors`` package).
-
-Any layout may carry DDP's ``module.`` prefix. Released TSP files end in an 8-hex sha256
-prefix (``...-epoch_5-0d2cf854.pth``), which is checked before anything is unpickled.
+:func:`read_checkpoint` reads any layout of :mod:`tspipe.models.checkpoint_formats`
+(torch files are never unpickled beyond tensors and plain containers) onto the CPU;
+:func:`load_into` copies its tensors into a model after checking every name and shape;
+:func:`save_checkpoint` writes the ``tspipe`` layout, which carries arch, clip settings and
+normalization. Released TSP files end in an 8-hex sha256 prefix
+(``...-epoch_5-0d2cf854.pth``), which is checked before anything is unpickled.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,29 +20,29 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tspipe.errors import TspipeError
 from tspipe.io import atomic_path, sha256_file
+from tspipe.models.checkpoint_formats import (
+    BACKBONE_PREFIXES,
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    Layout,
+    backbone_prefix,
+    check_tensors,
+    classify,
+    listing,
+    read_safetensors,
+    split_heads,
+    strip_ddp,
+    torch_load_safely,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "tspipe-checkpoint"
-FORMAT_VERSION = 1
-
-Layout = Literal["plain", "torchvision", "tsp", "tac", "tspipe", "safetensors"]
 Part = Literal["backbone", "all"]
 
 _SHA_IN_NAME = re.compile(r"-([0-9a-f]{8})\.(pth|pt)$")
-# Classifier heads of a flat file: VideoResNet's `fc`, the I3D port's `logits`.
-_FLAT_HEADS = ("fc", "logits")
-# A prefix in front of the backbone keys; whatever is not under it is a head.
-_BACKBONE_PREFIXES = ("features.", "backbone.")
-_DDP_PREFIX = "module."
 _NBT = "num_batches_tracked"
-_MAX_NAMES = 10
-
-
-class CheckpointError(TspipeError):
-    """A checkpoint cannot be read, verified, or loaded into the given model."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +63,10 @@ class LoadedCheckpoint:
 
     @property
     def backbone(self) -> dict[str, torch.Tensor]:
-        prefix = _backbone_prefix(self.state_dict)
+        prefix = backbone_prefix(self.state_dict)
         out: dict[str, torch.Tensor] = {}
         for key, tensor in self.state_dict.items():
-            name = _strip_ddp(key)
+            name = strip_ddp(key)
             if name in self.heads:
                 continue
             out[name.removeprefix(prefix) if prefix else name] = tensor
@@ -121,12 +110,12 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
             f"file's sha256 is {digest} (corrupt or truncated download, or renamed file)"
         )
     if path.suffix == ".safetensors":
-        state_dict, metadata = _read_safetensors(path)
+        state_dict, metadata = read_safetensors(path)
         layout: Layout = "safetensors"
     else:
-        layout, state_dict, metadata = _classify(path, _torch_load(path))
-    state_dict = _check_tensors(path, state_dict)
-    heads = _split_heads(state_dict)
+        layout, state_dict, metadata = classify(path, torch_load_safely(path))
+    state_dict = check_tensors(path, state_dict)
+    heads = split_heads(state_dict)
     logger.debug("read %s: layout %s, %d tensors, heads %s", path, layout, len(state_dict),
                  sorted(heads))
     return LoadedCheckpoint(path=path, sha256=digest, layout=layout, state_dict=state_dict,
@@ -158,7 +147,7 @@ def load_into(model: nn.Module, ckpt: LoadedCheckpoint | str | Path, *, strict: 
             target, where = features, "features."
         source, heads = ckpt.backbone, dict(ckpt.heads)
     else:
-        source = {_strip_ddp(k): v for k, v in ckpt.state_dict.items()}
+        source = {strip_ddp(k): v for k, v in ckpt.state_dict.items()}
         heads = {}
 
     expected = target.state_dict()
@@ -177,7 +166,7 @@ def load_into(model: nn.Module, ckpt: LoadedCheckpoint | str | Path, *, strict: 
     if mismatched:
         raise CheckpointError(
             f"{ckpt.path}: {len(mismatched)} tensor shape(s) differ from {model_name} (is it "
-            f"built for another architecture?): {_listing(mismatched)}"
+            f"built for another architecture?): {listing(mismatched)}"
         )
     if strict and (missing or unexpected):
         raise CheckpointError(_strict_message(ckpt, model_name, where, part, missing,
@@ -234,157 +223,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, num_classe
     return digest
 
 
-# -- reading ---------------------------------------------------------------------------------
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = _unpickling_detail(exc)
-        if "GLOBAL" in detail:
-            raise CheckpointError(
-                f"{path}: refusing to unpickle arbitrary objects (only tensors, plain "
-                f"containers and argparse.Namespace are allowed): {detail}"
-            ) from exc
-        raise CheckpointError(
-            f"{path}: cannot be read safely as a torch checkpoint (corrupt, or it needs "
-            f"arbitrary unpickling, which is refused): {detail}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: cannot be read as a torch checkpoint: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _unpickling_detail(exc: pickle.UnpicklingError) -> str:
-    """The part of torch's long message that says what was refused (e.g. the global)."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    elif "Trying to load" in text:
-        text = text[text.index("Trying to load"):]
-    # Drop torch's advice on how to allow the object: tspipe does not offer that.
-    for tail in ("Please use `torch.serialization", "Check the documentation"):
-        text = text.split(tail)[0]
-    return " ".join(text.split()) or type(exc).__name__
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        import safetensors
-        import safetensors.torch
-    except ImportError as exc:
-        raise CheckpointError(
-            f"{path}: reading .safetensors files needs the 'safetensors' package "
-            "(pip install safetensors)"
-        ) from exc
-    try:
-        with safetensors.safe_open(str(path), framework="pt", device="cpu") as fh:
-            header = dict(fh.metadata() or {})
-        tensors = safetensors.torch.load_file(str(path), device="cpu")
-    except safetensors.SafetensorError as exc:
-        raise CheckpointError(f"{path}: cannot be read as a safetensors file: {exc}") from exc
-    return tensors, {"safetensors_metadata": header}
-
-
-def _classify(path: Path, obj: Any) -> tuple[Layout, Any, dict[str, Any]]:
-    """The layout, the (unchecked) state_dict and the metadata of a loaded object."""
-    if not isinstance(obj, dict):
-        raise CheckpointError(
-            f"{path}: holds a {type(obj).__name__}, not a dict of tensors (a state_dict)"
-        )
-    if obj.get("format") == FORMAT:
-        return "tspipe", obj.get("state_dict"), _tspipe_metadata(path, obj)
-    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        names = [_strip_ddp(k) for k in obj]
-        classifier = "fc.weight" in names and not _backbone_prefix(obj)
-        return ("torchvision" if classifier else "plain"), obj, {}
-    if isinstance(obj.get("model"), dict):
-        model = obj["model"]
-        names = {_strip_ddp(k) for k in model if isinstance(k, str)}
-        layout: Layout = "tac" if "fc.weight" in names and "fc1.weight" not in names else "tsp"
-        return layout, model, _training_metadata(obj, skip="model")
-    if isinstance(obj.get("state_dict"), dict):
-        return "plain", obj["state_dict"], _training_metadata(obj, skip="state_dict")
-    raise CheckpointError(
-        f"{path}: no state_dict found (top-level keys: {_listing(sorted(map(str, obj)))}); "
-        "expected a dict of tensors, a TSP checkpoint {'model', 'args', ...} or a tspipe "
-        "checkpoint"
-    )
-
-
-def _check_tensors(path: Path, state_dict: Any) -> dict[str, torch.Tensor]:
-    """A non-empty dict of tensors by name, whose names stay unique once ``module.`` goes."""
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise CheckpointError(f"{path}: the state_dict is empty or not a dict of tensors")
-    bad = [f"{k!r} ({type(v).__name__})" for k, v in state_dict.items()
-           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: state_dict entries that are not tensors keyed by "
-                              f"name: {_listing(bad)}")
-    if len({_strip_ddp(k) for k in state_dict}) != len(state_dict):
-        raise CheckpointError(f"{path}: some keys appear both with and without the DDP "
-                              "'module.' prefix")
-    return state_dict
-
-
-def _tspipe_metadata(path: Path, obj: dict[str, Any]) -> dict[str, Any]:
-    version = obj.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: tspipe checkpoint version {version!r} is not "
-                              f"supported (this tspipe reads up to {FORMAT_VERSION})")
-    for key in ("arch", "clip", "normalization"):
-        if key not in obj:
-            raise CheckpointError(f"{path}: tspipe checkpoint lacks field {key!r}")
-    return {k: v for k, v in obj.items() if k not in ("format", "state_dict")}
-
-
-def _training_metadata(obj: dict[str, Any], *, skip: str) -> dict[str, Any]:
-    """Epoch, args as a plain dict and the arch TSP's args name; optimizer state is left out."""
-    meta: dict[str, Any] = {}
-    if isinstance(obj.get("epoch"), int):
-        meta["epoch"] = obj["epoch"]
-    args = obj.get("args")
-    if isinstance(args, argparse.Namespace):
-        args = vars(args)
-    if isinstance(args, dict):
-        meta["args"] = dict(args)
-        if isinstance(args.get("backbone"), str):
-            meta["arch"] = args["backbone"]
-    meta["other_keys"] = sorted(str(k) for k in obj if k not in (skip, "epoch", "args"))
-    return meta
-
-
-# -- key mapping ----------------------------------------------------------------------------
-
-
-def _strip_ddp(key: str) -> str:
-    while key.startswith(_DDP_PREFIX):
-        key = key[len(_DDP_PREFIX):]
-    return key
-
-
-def _backbone_prefix(state_dict: Mapping[str, Any]) -> str:
-    names = [_strip_ddp(k) for k in state_dict]
-    for prefix in _BACKBONE_PREFIXES:
-        if any(n.startswith(prefix) for n in names):
-            return prefix
-    return ""
-
-
-def _split_heads(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    prefix = _backbone_prefix(state_dict)
-    heads: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
-        name = _strip_ddp(key)
-        is_head = (not name.startswith(prefix)) if prefix else name.split(".")[0] in _FLAT_HEADS
-        if is_head:
-            heads[name] = tensor
-    return heads
-
-
 # -- messages and checks ---------------------------------------------------------------------
 
 
@@ -392,22 +230,16 @@ def _shape(tensor: torch.Tensor) -> str:
     return str(tuple(tensor.shape))
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_NAMES])
-    more = len(names) - _MAX_NAMES
-    return f"{shown}, ... ({more} more)" if more > 0 else shown
-
-
 def _strict_message(ckpt: LoadedCheckpoint, model_name: str, where: str, part: str,
                     missing: list[str], unexpected: list[str]) -> str:
     parts = [f"{ckpt.path} ({ckpt.layout}, part={part}) does not match {model_name}"]
     if missing:
         parts.append(f"{len(missing)} missing key(s): "
-                     f"{_listing([where + k for k in missing])}")
+                     f"{listing([where + k for k in missing])}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s): "
-                     f"{_listing([where + k for k in unexpected])}")
-    if part == "all" and any(k.startswith(_BACKBONE_PREFIXES) for k in unexpected):
+                     f"{listing([where + k for k in unexpected])}")
+    if part == "all" and any(k.startswith(BACKBONE_PREFIXES) for k in unexpected):
         parts.append("the file holds a prefixed backbone: did you mean part='backbone'?")
     parts.append("pass strict=False to load what matches and get these in the report")
     return "; ".join(parts)

@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from tspipe.errors import ConfigError
-from tspipe.models import video_resnet
+from tspipe.models.video_resnet import (
+    TINY_WIDTHS,
+    mc3_18,
+    r2plus1d_18,
+    r2plus1d_34,
+    r2plus1d_tiny,
+    r3d_18,
+    r3d_tiny,
+)
 
 Builder = Callable[..., nn.Module]
 
@@ -40,14 +48,12 @@ def _lazy_i3d(name: str) -> Builder:
 
 
 ENCODERS: dict[str, EncoderInfo] = {
-    "r2plus1d_34": EncoderInfo(video_resnet.r2plus1d_34, 512, "video_resnet"),
-    "r2plus1d_18": EncoderInfo(video_resnet.r2plus1d_18, 512, "video_resnet"),
-    "r3d_18": EncoderInfo(video_resnet.r3d_18, 512, "video_resnet"),
-    "mc3_18": EncoderInfo(video_resnet.mc3_18, 512, "video_resnet"),
-    "r2plus1d_tiny": EncoderInfo(video_resnet.r2plus1d_tiny, video_resnet.TINY_WIDTHS[-1],
-                                 "video_resnet"),
-    "r3d_tiny": EncoderInfo(video_resnet.r3d_tiny, video_resnet.TINY_WIDTHS[-1],
-                            "video_resnet"),
+    "r2plus1d_34": EncoderInfo(r2plus1d_34, 512, "video_resnet"),
+    "r2plus1d_18": EncoderInfo(r2plus1d_18, 512, "video_resnet"),
+    "r3d_18": EncoderInfo(r3d_18, 512, "video_resnet"),
+    "mc3_18": EncoderInfo(mc3_18, 512, "video_resnet"),
+    "r2plus1d_tiny": EncoderInfo(r2plus1d_tiny, TINY_WIDTHS[-1], "video_resnet"),
+    "r3d_tiny": EncoderInfo(r3d_tiny, TINY_WIDTHS[-1], "video_resnet"),
     "i3d": EncoderInfo(_lazy_i3d("i3d"), 1024, "i3d"),
     "i3d_flow": EncoderInfo(_lazy_i3d("i3d_flow"), 1024, "i3d", "flow"),
     "i3d_tiny": EncoderInfo(_lazy_i3d("i3d_tiny"), 128, "i3d"),

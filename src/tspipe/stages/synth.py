@@ -22,6 +22,6 @@ STAGE = Stage(
     inputs=lambda params, paths: [],
     outputs=lambda params, paths: [paths.resolve(params.synth.out_dir)],
     code=("tspipe.stages.synth", "tspipe.data.synth", "tspipe.data.synth_render",
-          "tspipe.data.synth_corpus"),
+          "tspipe.data.synth_sprites", "tspipe.data.synth_encode", "tspipe.data.synth_corpus"),
     enabled=lambda params: params.synth.enabled,
 )

@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from tspipe.catalog.engine import DEFAULT_URL, make_engine, parse_url
-from tspipe.catalog.models import Base
+from tspipe.catalog.schema import Base
 
 
 def _configure(connection: Connection) -> None:

@@ -1,8 +1,8 @@
 """initial catalog: datasets, videos, checkpoints, feature_versions, evaluations
 
-Written by hand to match tspipe.catalog.models (tests/catalog compares the two). Constraint
-names follow models.NAMING_CONVENTION; the allowed values of the CHECKs are frozen here, as
-a migration must not change when the models do.
+Written by hand to match tspipe.catalog.schema (tests/catalog compares the two). Constraint
+names follow schema.NAMING_CONVENTION; the allowed values of the CHECKs are frozen here, as
+a migration must not change when the ORM classes do.
 
 Revision ID: 0001
 Revises:

@@ -1,8 +1,8 @@
 """feature_videos: each video's outcome in a feature version (ok / failed, reused, shard)
 
-Written by hand to match tspipe.catalog.models (tests/catalog compares the two). Constraint
-names follow models.NAMING_CONVENTION; the allowed statuses are frozen here, as a
-migration must not change when the models do.
+Written by hand to match tspipe.catalog.schema (tests/catalog compares the two). Constraint
+names follow schema.NAMING_CONVENTION; the allowed statuses are frozen here, as a
+migration must not change when the ORM classes do.
 
 Revision ID: 0002
 Revises: 0001

@@ -1,7 +1,7 @@
 """feature_version_sources: the versions a feature version concatenates (I3D two-stream)
 
-Written by hand to match tspipe.catalog.models (tests/catalog compares the two). Constraint
-names follow models.NAMING_CONVENTION.
+Written by hand to match tspipe.catalog.schema (tests/catalog compares the two). Constraint
+names follow schema.NAMING_CONVENTION.
 
 Revision ID: 0003
 Revises: 0002
