@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from tspipe.catalog import schema
 from tspipe.catalog.records import (
     CheckpointRecord,
     DatasetRecord,
@@ -17,16 +18,7 @@ from tspipe.catalog.records import (
     VideoRecord,
     VideoRow,
 )
-from tspipe.catalog.schema import (
-    FEATURE_VIDEO_STATUSES,
-    VIDEO_STATUSES,
-    Checkpoint,
-    Dataset,
-    Evaluation,
-    FeatureVersion,
-    FeatureVideo,
-    Video,
-)
+from tspipe.catalog.schema import FEATURE_VIDEO_STATUSES, VIDEO_STATUSES
 from tspipe.errors import CatalogError
 from tspipe.provenance import check_sha256
 
@@ -123,7 +115,7 @@ def feature_video_values(feature_version_id: str, row: FeatureVideoRow,
     }
 
 
-def dataset_record(row: Dataset) -> DatasetRecord:
+def dataset_record(row: schema.Dataset) -> DatasetRecord:
     return DatasetRecord(
         id=row.id, name=row.name, annotation_sha256=row.annotation_sha256, format=row.format,
         subsets=tuple(row.subsets), num_videos=row.num_videos, num_segments=row.num_segments,
@@ -131,7 +123,7 @@ def dataset_record(row: Dataset) -> DatasetRecord:
     )
 
 
-def video_record(row: Video, dataset_name: str) -> VideoRecord:
+def video_record(row: schema.Video, dataset_name: str) -> VideoRecord:
     return VideoRecord(
         dataset_id=row.dataset_id, dataset_name=dataset_name, video_id=row.video_id,
         subset=row.subset, source=row.source, sha256=row.sha256, duration=row.duration,
@@ -140,7 +132,7 @@ def video_record(row: Video, dataset_name: str) -> VideoRecord:
     )
 
 
-def checkpoint_record(row: Checkpoint) -> CheckpointRecord:
+def checkpoint_record(row: schema.Checkpoint) -> CheckpointRecord:
     return CheckpointRecord(
         sha256=row.sha256, arch=row.arch, origin=row.origin, uri=row.uri,
         mlflow_run_id=row.mlflow_run_id, params=dict(row.params),
@@ -149,7 +141,7 @@ def checkpoint_record(row: Checkpoint) -> CheckpointRecord:
     )
 
 
-def feature_record(row: FeatureVersion, dataset_name: str) -> FeatureVersionRecord:
+def feature_record(row: schema.FeatureVersion, dataset_name: str) -> FeatureVersionRecord:
     return FeatureVersionRecord(
         id=row.id, dataset_id=row.dataset_id, dataset_name=dataset_name,
         checkpoint_sha256=row.checkpoint_sha256, encoder=row.encoder, params=dict(row.params),
@@ -161,7 +153,7 @@ def feature_record(row: FeatureVersion, dataset_name: str) -> FeatureVersionReco
     )
 
 
-def evaluation_record(row: Evaluation) -> EvaluationRecord:
+def evaluation_record(row: schema.Evaluation) -> EvaluationRecord:
     return EvaluationRecord(
         id=row.id, feature_version_id=row.feature_version_id, method=row.method,
         dataset_id=row.dataset_id, subset=row.subset, metric=row.metric, value=row.value,
@@ -169,7 +161,7 @@ def evaluation_record(row: Evaluation) -> EvaluationRecord:
     )
 
 
-def feature_video_record(row: FeatureVideo) -> FeatureVideoRecord:
+def feature_video_record(row: schema.FeatureVideo) -> FeatureVideoRecord:
     return FeatureVideoRecord(
         feature_version_id=row.feature_version_id, video_id=row.video_id, status=row.status,
         num_clips=row.num_clips, feature_dim=row.feature_dim, reason=row.reason,

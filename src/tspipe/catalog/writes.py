@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tspipe.catalog import schema
 from tspipe.catalog._convert import (
     checkpoint_record,
     dataset_record,
@@ -30,16 +31,6 @@ from tspipe.catalog.records import (
     FeatureVersionRecord,
     VideoRow,
 )
-from tspipe.catalog.schema import (
-    Checkpoint,
-    Dataset,
-    Evaluation,
-    FeatureVersion,
-    FeatureVersionSource,
-    FeatureVideo,
-    Video,
-    utcnow,
-)
 from tspipe.errors import CatalogError
 
 
@@ -51,11 +42,11 @@ def _insert(session: Session, model: type[Any]) -> Any:
 
 def insert_dataset(session: Session, values: Mapping[str, Any]) -> DatasetRecord:
     """The dataset row for (name, annotation hash), inserted unless there."""
-    session.execute(_insert(session, Dataset).values(**values, created_at=utcnow())
+    session.execute(_insert(session, schema.Dataset).values(**values, created_at=schema.utcnow())
                     .on_conflict_do_nothing(index_elements=["name", "annotation_sha256"]))
-    row = session.scalars(select(Dataset).where(
-        Dataset.name == values["name"],
-        Dataset.annotation_sha256 == values["annotation_sha256"])).one()
+    row = session.scalars(select(schema.Dataset).where(
+        schema.Dataset.name == values["name"],
+        schema.Dataset.annotation_sha256 == values["annotation_sha256"])).one()
     return dataset_record(row)
 
 
@@ -63,16 +54,16 @@ def upsert_videos(session: Session, dataset_id: int, rows: Sequence[VideoRow],
                   chunk_rows: int) -> int:
     """Insert or update ``rows`` (one per video id) of a dataset, ``chunk_rows`` per
     statement; a None field keeps the stored value."""
-    require(session, Dataset, dataset_id, "dataset")
-    stmt = _insert(session, Video)
+    require(session, schema.Dataset, dataset_id, "dataset")
+    stmt = _insert(session, schema.Video)
     new = stmt.excluded
-    keep = {name: func.coalesce(getattr(new, name), getattr(Video, name))
+    keep = {name: func.coalesce(getattr(new, name), getattr(schema.Video, name))
             for name in ("subset", "source", "sha256", "duration", "fps", "num_frames")}
     stmt = stmt.on_conflict_do_update(
         index_elements=["dataset_id", "video_id"],
         set_={**keep, "status": new.status, "reason": new.reason,
               "updated_at": new.updated_at})
-    now = utcnow()
+    now = schema.utcnow()
     for start in range(0, len(rows), chunk_rows):
         chunk = rows[start:start + chunk_rows]
         session.execute(stmt, [video_values(dataset_id, row, now) for row in chunk])
@@ -85,12 +76,12 @@ def insert_checkpoint(session: Session, values: Mapping[str, Any], *,
     there with another arch or origin is refused."""
     sha, parent = values["sha256"], values["parent_sha256"]
     if parent is not None and parent != sha:
-        require(session, Checkpoint, parent, f"{item}: parent checkpoint")
+        require(session, schema.Checkpoint, parent, f"{item}: parent checkpoint")
     if values["dataset_id"] is not None:
-        require(session, Dataset, values["dataset_id"], f"{item}: dataset")
-    session.execute(_insert(session, Checkpoint).values(**values, created_at=utcnow())
+        require(session, schema.Dataset, values["dataset_id"], f"{item}: dataset")
+    session.execute(_insert(session, schema.Checkpoint).values(**values, created_at=schema.utcnow())
                     .on_conflict_do_nothing(index_elements=["sha256"]))
-    row = require(session, Checkpoint, sha, "checkpoint")
+    row = require(session, schema.Checkpoint, sha, "checkpoint")
     arch, origin = values["arch"], values["origin"]
     if (row.arch, row.origin) != (arch, origin):
         raise CatalogError(f"{item} is registered as arch {row.arch!r}, origin "
@@ -101,10 +92,10 @@ def insert_checkpoint(session: Session, values: Mapping[str, Any], *,
 def insert_feature_version(session: Session, values: Mapping[str, Any], *,
                            item: str) -> FeatureVersionRecord:
     """The feature version ``values["id"]``, inserted unless there (then unchanged)."""
-    require(session, Dataset, values["dataset_id"], f"{item}: dataset")
-    require(session, Checkpoint, values["checkpoint_sha256"], f"{item}: checkpoint")
-    now = utcnow()
-    session.execute(_insert(session, FeatureVersion).values(
+    require(session, schema.Dataset, values["dataset_id"], f"{item}: dataset")
+    require(session, schema.Checkpoint, values["checkpoint_sha256"], f"{item}: checkpoint")
+    now = schema.utcnow()
+    session.execute(_insert(session, schema.FeatureVersion).values(
         **values, created_at=now, updated_at=now,
     ).on_conflict_do_nothing(index_elements=["id"]))
     return feature(session, values["id"])
@@ -113,8 +104,8 @@ def insert_feature_version(session: Session, values: Mapping[str, Any], *,
 def update_feature_status(session: Session, fid: str, status: str,
                           given: Mapping[str, Any]) -> FeatureVersionRecord:
     """Set the status of feature version ``fid``, and each of ``given`` that is not None."""
-    row = require(session, FeatureVersion, fid, "feature version")
-    row.status, row.updated_at = status, utcnow()
+    row = require(session, schema.FeatureVersion, fid, "feature version")
+    row.status, row.updated_at = status, schema.utcnow()
     for name, value in given.items():
         if value is not None:
             setattr(row, name, value)
@@ -126,8 +117,8 @@ def upsert_feature_videos(session: Session, fid: str, values: Sequence[Mapping[s
                           chunk_rows: int) -> int:
     """Insert or replace the per-video rows of feature version ``fid``, ``chunk_rows`` per
     statement."""
-    require(session, FeatureVersion, fid, "feature version")
-    stmt = _insert(session, FeatureVideo)
+    require(session, schema.FeatureVersion, fid, "feature version")
+    stmt = _insert(session, schema.FeatureVideo)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["feature_version_id", "video_id"],
@@ -142,12 +133,12 @@ def upsert_feature_videos(session: Session, fid: str, values: Sequence[Mapping[s
 def replace_feature_sources(session: Session, fid: str, sources: Sequence[tuple[str, str]],
                             *, item: str) -> int:
     """Make ``sources`` (``(stream, source version id)`` in order) the sources of ``fid``."""
-    require(session, FeatureVersion, fid, "feature version")
+    require(session, schema.FeatureVersion, fid, "feature version")
     for stream, source in sources:
-        require(session, FeatureVersion, source, f"{item}: {stream} source")
-    session.execute(delete(FeatureVersionSource)
-                    .where(FeatureVersionSource.feature_version_id == fid))
-    session.add_all(FeatureVersionSource(feature_version_id=fid, position=i,
+        require(session, schema.FeatureVersion, source, f"{item}: {stream} source")
+    session.execute(delete(schema.FeatureVersionSource)
+                    .where(schema.FeatureVersionSource.feature_version_id == fid))
+    session.add_all(schema.FeatureVersionSource(feature_version_id=fid, position=i,
                                          source_id=source, stream=stream)
                     for i, (stream, source) in enumerate(sources))
     return len(sources)
@@ -159,23 +150,23 @@ def upsert_evaluations(
 ) -> list[EvaluationRecord]:
     """Insert or replace one row per metric of ``values``; ``dataset_id`` None: the
     feature version's dataset."""
-    feature_row = require(session, FeatureVersion, feature_version_id, "feature version")
+    feature_row = require(session, schema.FeatureVersion, feature_version_id, "feature version")
     on = feature_row.dataset_id if dataset_id is None else require(
-        session, Dataset, dataset_id, f"{item}: dataset").id
-    stmt = _insert(session, Evaluation)
+        session, schema.Dataset, dataset_id, f"{item}: dataset").id
+    stmt = _insert(session, schema.Evaluation)
     stmt = stmt.on_conflict_do_update(
         index_elements=["feature_version_id", "method", "subset", "metric"],
         set_={"value": stmt.excluded.value, "dataset_id": stmt.excluded.dataset_id,
               "mlflow_run_id": func.coalesce(stmt.excluded.mlflow_run_id,
-                                             Evaluation.mlflow_run_id)})
-    now = utcnow()
+                                             schema.Evaluation.mlflow_run_id)})
+    now = schema.utcnow()
     session.execute(stmt, [  # sorted: one lock order for concurrent writers
         {"feature_version_id": feature_row.id, "method": method, "dataset_id": on,
          "subset": subset, "metric": metric, "value": value,
          "mlflow_run_id": mlflow_run_id, "created_at": now}
         for metric, value in sorted(values.items())])
-    rows = session.scalars(select(Evaluation).where(
-        Evaluation.feature_version_id == feature_row.id, Evaluation.method == method,
-        Evaluation.subset == subset, Evaluation.metric.in_(values),
-    ).order_by(Evaluation.metric)).all()
+    rows = session.scalars(select(schema.Evaluation).where(
+        schema.Evaluation.feature_version_id == feature_row.id, schema.Evaluation.method == method,
+        schema.Evaluation.subset == subset, schema.Evaluation.metric.in_(values),
+    ).order_by(schema.Evaluation.metric)).all()
     return [evaluation_record(row) for row in rows]

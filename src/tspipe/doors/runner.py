@@ -7,7 +7,6 @@ so that a stage run through any door leaves the same MLflow run and catalog rows
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +25,6 @@ from tspipe.tracking import (
     Tracker,
     make_tracker,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ shard may finish with the other setting).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -53,8 +52,6 @@ from tspipe.runtime import precision, resolve_device
 from tspipe.stages.contract import Batch, Batching
 from tspipe.stages.decoded import DecodedVideo, decoded_videos, manifest_sha256
 from tspipe.stages.flow import settings as flow_settings
-
-log = logging.getLogger(__name__)
 
 SHARD_PREFIX = "shard-"
 

@@ -35,7 +35,6 @@ the copy costs disk, never GPU time.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +60,6 @@ from tspipe.stages.encoder_runs import (
     shard_reports,
 )
 from tspipe.stages.extract_runs import TwoStream, concat_shard, make_run, two_stream
-
-log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter, Reporter
 from tspipe.stages.contract import Stage, tree_hash
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class IngestResult:
