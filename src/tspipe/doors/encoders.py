@@ -19,7 +19,8 @@ import torch
 from tspipe.config import Params
 from tspipe.doors.recording import open_catalog
 from tspipe.errors import TspipeError
-from tspipe.models.checkpoints import LoadedCheckpoint, load_into, read_checkpoint
+from tspipe.models.checkpoints import LoadedCheckpoint, load_into, read_checkpoint, save_checkpoint
+from tspipe.models.inflate import inflate_inception_v1
 from tspipe.models.registry import build_encoder, encoder_names
 from tspipe.paths import RunPaths
 from tspipe.tracking import TAG_KIND, make_tracker
@@ -74,9 +75,6 @@ def inflate_encoder(source: str | Path, dest: str | Path, *, stream: str = "rgb"
     stream's first convolution takes 2 channels: its RGB kernel is averaged over the 3
     colour channels and copied to both flow channels (TSN's cross-modality
     initialisation, the usual way to start a flow network from RGB weights)."""
-    from tspipe.models.checkpoints import save_checkpoint
-    from tspipe.models.inflate import inflate_inception_v1
-
     if stream not in ("rgb", "flow"):
         raise TspipeError(f"--stream {stream!r}: choose rgb or flow")
     ckpt = read_checkpoint(source)
@@ -212,8 +210,6 @@ def _file_path(uri: str) -> str:
 
 
 def _random_init(arch: str, params: Params, paths: RunPaths, seed: int) -> ResolvedEncoder:
-    from tspipe.models.checkpoints import save_checkpoint
-
     torch.manual_seed(seed)
     model = build_encoder(arch, num_classes=None)
     spec = model.input_spec.to_dict()
