@@ -29,9 +29,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def precision(device: torch.device, amp: str) -> Precision:
-    """What ``device`` runs in under ``amp``: float32 on the CPU or with ``off``; on CUDA
-    ``auto`` is bf16 where the GPU supports it, else fp16."""
-    if device.type != "cuda" or amp == "off":
+    """What ``device`` runs in under ``amp``: float32 on the CPU or with ``off`` (or
+    ``float32``: a precision is its own answer); on CUDA ``auto`` is bf16 where the GPU
+    supports it, else fp16."""
+    if device.type != "cuda" or amp in ("off", "float32"):
         return "float32"
     if amp == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -41,9 +42,8 @@ def precision(device: torch.device, amp: str) -> Precision:
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast in :func:`precision` ``(device, amp)`` (``amp`` may already be one); a
-    no-op context in float32."""
-    dtype = precision(device, "off" if amp == "float32" else amp)
+    """Autocast in :func:`precision` ``(device, amp)``; a no-op context in float32."""
+    dtype = precision(device, amp)
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
