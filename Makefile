@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # Prefect's ephemeral API server gets 20 s to start by default; a busy machine needs more.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install demo test lint bench clean-demo
+.PHONY: install demo test reliability lint bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (C
 
 test: $(STAMP)  ## the test suite (slow end-to-end cases included, sized down)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+reliability: $(STAMP)  ## the fault and bad-input suite at full size (more kill points and seeds); prints its table
+	TSPIPE_RELIABILITY=full PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -48,6 +49,9 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
     = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="On an error, print the Python traceback too (before the "
+        "command, e.g. `tspipe --debug run`).")] = False,
 ) -> None:
     """tspipe: download -> decode -> TSP fine-tune -> extract -> BMN / G-TAD evaluation."""
     if version:
@@ -56,17 +60,27 @@ def _main(
     _setup_logging(verbose)
 
 
+WaitOpt = Annotated[bool, typer.Option(
+    "--wait", help="When another run holds the run directory, wait for it instead of "
+    "refusing.")]
+
+
 @app.command()
 def run(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
+    wait: WaitOpt = False,
 ) -> None:
     """Run the whole pipeline as a Prefect flow (local runs need no server); prints each
-    stage run and the comparison table."""
+    stage run and the comparison table. One run at a time per run directory."""
     from tspipe.doors.prefect_pipeline import tspipe_pipeline
+    from tspipe.doors.run_lock import holding
     from tspipe.paths import RunPaths
 
-    summary = tspipe_pipeline(params_path=str(params), root=str(root))
+    if not _debug_requested():
+        _quiet_known_errors_in_prefect_logs()
+    with holding(RunPaths.at(root), wait=wait):
+        summary = tspipe_pipeline(params_path=str(params), root=str(root))
     for row in summary["stages"]:
         state = "cached" if row["cached"] else "ran"
         typer.echo(f"{row['stage']:>14}: {state:<6} {row['summary']}")
@@ -88,8 +102,10 @@ def stage(
         help="I/N: run only shard I of N (1-based; batches I, I+N, ...) of a stage that runs "
              "in shards (gvf, extract, decode, download), e.g. one per machine. The run that "
              "completes the last shard finalizes and records the stage.")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
+    from tspipe.doors.run_lock import holding
     from tspipe.doors.runner import run_stage
     from tspipe.reporting import RichReporter
     from tspipe.stages import STAGES, instances
@@ -101,10 +117,11 @@ def stage(
     # NAME of a per-variant stage: every enabled variant in turn.
     per_variant = "@" not in name and STAGES[name].per_variant
     runs = instances(p, (name,)) if per_variant else [name]
+    parts = None if shard is None else _parse_shard(shard)
     for inst in runs:
-        with RichReporter() as reporter:
-            outcome = run_stage(inst, p, paths, reporter, track=track,
-                                shard=None if shard is None else _parse_shard(shard))
+        # Shards of a stage run side by side (shared lock); anything else alone.
+        with holding(paths, wait=wait, shared=parts is not None), RichReporter() as reporter:
+            outcome = run_stage(inst, p, paths, reporter, track=track, shard=parts)
         metrics = json.dumps(outcome.result.metrics(), sort_keys=True)
         typer.echo(metrics if inst == name else f"{inst}: {metrics}")
 
@@ -222,9 +239,62 @@ app.command("extract")(extract_command)
 app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and proposal AR@AN.")
 
 
+# A full disk (or quota, or file size limit) is the environment, not a bug: a named error.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _debug_requested() -> bool:
+    return "--debug" in sys.argv[1:]
+
+
+def _known_error(exc: BaseException | None) -> bool:
+    """An error about the input or the environment, reported by its message alone."""
+    return isinstance(exc, TspipeError) or (isinstance(exc, OSError)
+                                            and exc.errno in _DISK_FULL)
+
+
+class _NoTracebackForKnownErrors(logging.Filter):
+    """Prefect logs every failed task and flow with its traceback; for tspipe's own
+    errors the message says it all (``--debug`` keeps the tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _known_error(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_known_errors_in_prefect_logs() -> None:
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()  # Prefect's handlers now, so that later (incremental) setups keep ours
+    quiet = _NoTracebackForKnownErrors()
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in
+                                          logging.root.manager.loggerDict
+                                          if n.startswith("prefect"))]:
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
+
+
 def main() -> None:
+    """The console script: errors about the user's input or environment end with their
+    message and exit code 2, without a traceback (``--debug`` adds it)."""
+    debug = _debug_requested()
     try:
         app()
     except TspipeError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+        _fail(str(exc), debug)
+    except OSError as exc:
+        if not _known_error(exc):
+            raise
+        _fail(f"{exc.filename or 'a file'}: {exc.strerror} (the disk or quota is full). "
+              "Free space (or point the run directory elsewhere) and rerun: finished "
+              "outputs were kept, the partial one was removed, and the rerun resumes.", debug)
+
+
+def _fail(message: str, debug: bool) -> None:
+    if debug:
+        log.exception("%s", message)
+    else:
+        log.error("%s", message)
+    sys.exit(2)

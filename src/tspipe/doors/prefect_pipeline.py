@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from tspipe.doors.prefect_stages import STAGE_FLOWS, load
 from tspipe.doors.recording import open_catalog
+from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import pipeline_run
 from tspipe.paths import RunPaths
 from tspipe.provenance import dvc_out_md5, find_tool
@@ -55,7 +56,13 @@ def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
     """Run every enabled stage in order (synth -> ingest -> download -> decode -> flow -> base ->
     gvf -> pretrain, extract and evaluate per variant -> compare), each a subflow with its
-    own MLflow run under the pipeline's; then record the state in dvc.lock."""
+    own MLflow run under the pipeline's; then record the state in dvc.lock. Refused while
+    another process runs in the same run directory (:mod:`tspipe.doors.run_lock`)."""
+    with holding(RunPaths.at(root)):
+        return _pipeline(params_path, root)
+
+
+def _pipeline(params_path: str, root: str) -> dict[str, Any]:
     params, paths = load(params_path, root)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     ran = instances(params)

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
 from tspipe.config import Params, load_params
+from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import record_outcome, stage_run
 from tspipe.errors import StageError
 from tspipe.paths import RunPaths
@@ -171,6 +172,12 @@ def run_stage_flow(name: str, params_path: str = "params.yaml", root: str = ".",
     """Body of every stage flow: MLflow run -> cached stage task -> record -> artifact."""
     root = str(RunPaths.at(root).root)  # absolute: tasks may run in other processes (Ray)
     params_path = str(RunPaths.at(root).resolve(params_path))
+    with holding(RunPaths.at(root)):
+        return _run_stage_flow(name, params_path, root, parent_run_id)
+
+
+def _run_stage_flow(name: str, params_path: str, root: str,
+                    parent_run_id: str | None) -> dict[str, Any]:
     stage, params, paths = load_bound(params_path, root, name)
     if (result := stage.run_disabled(params, paths)) is not None:
         return {"stage": name, "cached": False, "mlflow_run_id": None,

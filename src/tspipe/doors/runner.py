@@ -13,6 +13,7 @@ from typing import Any
 
 from tspipe.config import Params
 from tspipe.doors.recording import record
+from tspipe.doors.run_lock import holding
 from tspipe.paths import RunPaths
 from tspipe.reporting import MultiReporter, Reporter
 from tspipe.stages import STAGES, PartialRun, bind
@@ -91,13 +92,15 @@ def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,
     """Run stage ``name`` (``NAME`` or ``NAME@VARIANT``) now (no cache), log it to
     MLflow and record it in the catalog. ``shard=(i, n)``: only shard ``i`` of ``n`` (see
     :meth:`Batching.run_all`)."""
-    stage, params, paths = bind(name, params, paths)
-    if (result := stage.run_disabled(params, paths)) is not None:
-        reporter.message(f"{name}: disabled ({result.reason}); wrote only "
-                         f"{len(result.markers)} marker outputs")
-        return StageOutcome(name, result, None)
-    tracker = make_tracker(params, paths) if track else None
-    with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
-        result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)), shard)
-        record_outcome(name, result, run, params, paths)
-    return StageOutcome(name, result, run.run_id)
+    with holding(paths, shared=shard is not None):
+        stage, params, paths = bind(name, params, paths)
+        if (result := stage.run_disabled(params, paths)) is not None:
+            reporter.message(f"{name}: disabled ({result.reason}); wrote only "
+                             f"{len(result.markers)} marker outputs")
+            return StageOutcome(name, result, None)
+        tracker = make_tracker(params, paths) if track else None
+        with stage_run(tracker, name, params, parent_id=parent_id, tags=tags) as run:
+            result = stage.run(params, paths, MultiReporter(reporter, MlflowReporter(run)),
+                               shard)
+            record_outcome(name, result, run, params, paths)
+        return StageOutcome(name, result, run.run_id)
