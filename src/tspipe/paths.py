@@ -117,6 +117,19 @@ class RunPaths:
     def model_dir(self, run: str) -> Path:
         return self._scoped(self.root / "models" / safe_id(run, what="run name"))
 
+    @staticmethod
+    def staging_dir(folder: Path) -> Path:
+        """Where a new version of the product folder ``folder`` is written until it is
+        complete, then renamed onto ``folder``: ``.NAME.next`` beside it (outside the folder
+        DVC tracks; hidden, so listings and fingerprints of the products skip it)."""
+        return folder.with_name(f".{folder.name}.next")
+
+    @staticmethod
+    def retired_dir(folder: Path) -> Path:
+        """Where ``folder``'s former version waits, between the renames of a swap, to be
+        removed: ``.NAME.old`` beside it."""
+        return folder.with_name(f".{folder.name}.old")
+
     @property
     def pretrain_checkpoint(self) -> Path:
         """The pretrain stage's encoder: extraction's default weights."""

@@ -30,13 +30,14 @@ def set_extract(root, **values):
 
 
 def one_variant(root):
-    """One variant without overrides and no base stage: extraction from seeded random
-    weights, as this test needs nothing trained."""
+    """One variant without overrides, no base stage and no pretraining: extraction from
+    seeded random weights, as this test needs nothing trained."""
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["compare"] = {"variants": {VARIANT: {}}}
     raw["base"]["enabled"] = False
     raw["synth"]["corpus_videos"] = 0
     raw["pretrain"]["init_checkpoint"] = None
+    raw["pretrain"]["enabled"] = False  # a missing pretrain checkpoint is an error
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 

@@ -1,5 +1,6 @@
 """Interrupted runs resume to the very weights of an uninterrupted one (CPU, fixed seed):
-after ``kill -9`` in the middle of an epoch, and after SIGTERM (which saves and exits)."""
+after ``kill -9`` in the middle of an epoch, and after SIGTERM (which saves and exits); and
+they report its very steps (the rows before the interruption come from the state)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pretrain_helpers import (
 
 from tspipe.paths import RunPaths
 from tspipe.pretrain import train
+from tspipe.pretrain.report import rows_csv
 from tspipe.pretrain.state import StateError, load_state
 
 STEPS = 6  # 24 training segments x 2 clips / batch 8
@@ -98,6 +100,7 @@ def test_kill_9_mid_epoch_then_resume_gives_the_same_weights(synth_set, referenc
                    out_dir=out, gvf=run.gvf_file, resume=True)
     assert result.resumed_from == {"epoch": saved["epoch"], "step": saved["step"]}
     assert_same_run(result, reference)
+    assert len(reference.steps) == 2 * STEPS and result.steps == reference.steps
 
 
 @pytest.mark.slow
@@ -123,6 +126,10 @@ def test_sigterm_saves_exits_and_resume_continues(synth_set, reference, tmp_path
     got = state_dict_of(out / "model.pt")
     want = state_dict_of(reference.model_checkpoint)
     assert all(torch.equal(got[k], want[k]) for k in want), "weights differ"
+    # The door's steps report: every step, those before the stop included.
+    steps = (tmp_path / "plots" / VARIANT / "pretrain_steps.csv").read_text()
+    assert len(steps.splitlines()) == 1 + 2 * STEPS
+    assert steps == rows_csv(reference.steps)
 
 
 @pytest.mark.slow

@@ -15,13 +15,16 @@ VARIANT = "main"
 
 def write_params(root: Path, repo_root: Path, **sections: dict) -> Path:
     """The project's params.yaml updated by ``sections``. Unless a section says otherwise:
-    one variant, ``main``, without overrides; no ``base`` stage (nor its corpus);
-    pretraining from seeded random weights (``pretrain.init_checkpoint`` None)."""
+    one variant, ``main``, without overrides; no ``base`` stage (nor its corpus); no
+    pretraining (``pretrain.enabled`` false: extraction uses seeded random weights, since
+    a missing pretrain checkpoint is an error), and where a test enables it, from seeded
+    random weights (``pretrain.init_checkpoint`` None)."""
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["compare"] = {"variants": {VARIANT: {}}}
     raw["base"]["enabled"] = False
     raw["synth"]["corpus_videos"] = 0  # the base stage's corpus: not without the base
     raw["pretrain"]["init_checkpoint"] = None
+    raw["pretrain"]["enabled"] = False
     for section, values in sections.items():
         raw[section].update(values)
     path = root / "params.yaml"

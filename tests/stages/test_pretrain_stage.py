@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 TINY = {"videos": 4, "classes": 2, "seed": 2, "min_duration": 20.0, "max_duration": 24.0,
         "fps": 10, "width": 64, "height": 48, "min_instances": 1, "max_instances": 2,
         "min_action": 3.0, "max_action": 6.0}
-PRETRAIN = {"epochs": 2, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
+PRETRAIN = {"enabled": True, "epochs": 2, "batch_size": 8, "clips_per_segment": 1, "workers": 0,
             "warmup_epochs": 1, "lr_milestones": [2]}
 
 

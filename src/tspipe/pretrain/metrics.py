@@ -77,6 +77,11 @@ def epoch_row(epoch: int, running: Mapping[str, float], steps: int, *,
 
 
 
+def plot_row(step: int, metrics: Mapping[str, float]) -> dict[str, float]:
+    """A step's row of the steps report: ``step`` and its ``train/*`` metrics, unprefixed."""
+    return {"step": step, **{k.removeprefix("train/"): v for k, v in metrics.items()}}
+
+
 def step_row(stats: Mapping[str, float], lrs: Mapping[str, float],
              epoch: float) -> dict[str, float]:
     """An optimizer step's ``train/*`` metrics: its summed losses (``stats``), the lrs it

@@ -3,7 +3,8 @@
 The state holds the model, optimizer, scheduler and grad-scaler states, the position
 (``epoch`` and optimizer ``step`` within it: the sample plans are derived from the seed,
 so this is the sampler's whole position), the running sums of the epoch's training
-metrics, the history of finished epochs and the RNG states (torch, CUDA, numpy, python),
+metrics, the history of finished epochs, every optimizer step's row (the steps report of
+a resumed run is whole) and the RNG states (torch, CUDA, numpy, python),
 all as tensors and plain values so that ``torch.load(weights_only=True)`` reads them: no
 pickled object can run code. :func:`training_state` makes it, :func:`save_state` writes
 it, :func:`restore_state` loads it back into the model, optimizer, scheduler, grad scaler
@@ -68,13 +69,15 @@ class Progress:
     """Where a run stands and what it has measured: ``epoch`` epochs finished, ``step``
     optimizer steps of the next one done; ``history``: the finished epochs' rows;
     ``best``: the best epoch by validation score (``epoch`` None: none yet); ``running``:
-    the sums of the current epoch's training metrics."""
+    the sums of the current epoch's training metrics; ``steps``: every optimizer step's
+    row so far (kept in the state, so a resumed run reports the steps before the resume)."""
 
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "score": -math.inf})
     running: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, float]] = field(default_factory=list)
 
 
 def training_state(*, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
@@ -84,7 +87,8 @@ def training_state(*, model: nn.Module, optimizer: Optimizer, scheduler: LRSched
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": progress.epoch, "step": progress.step, "history": progress.history,
-            "best": progress.best, "running": progress.running, "rng": rng_state(),
+            "best": progress.best, "running": progress.running, "steps": progress.steps,
+            "rng": rng_state(),
             "fingerprint": fingerprint, "world_size": world_size}
 
 
@@ -100,9 +104,12 @@ def restore_state(path: Path, fingerprint: Mapping[str, Any], *, model: nn.Modul
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
+    if "steps" not in state:
+        log.warning("%s: a state written before states kept the step rows: the steps "
+                    "report of this run starts at this resume", path)
     return Progress(epoch=int(state["epoch"]), step=int(state["step"]),
                     history=list(state["history"]), best=dict(state["best"]),
-                    running=dict(state["running"]))
+                    running=dict(state["running"]), steps=list(state.get("steps", [])))
 
 
 def rng_state() -> dict[str, Any]:

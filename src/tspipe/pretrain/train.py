@@ -41,7 +41,7 @@ from tspipe.io import result_dict, sha256_file
 from tspipe.pretrain.dataset import ClipDataset, Sample, check_gvf, make_loader
 from tspipe.pretrain.distributed import Dist, setup
 from tspipe.pretrain.loss import tsp_loss
-from tspipe.pretrain.metrics import epoch_row, step_row, validate
+from tspipe.pretrain.metrics import epoch_row, plot_row, step_row, validate
 from tspipe.pretrain.model import (
     BuiltModel,
     build_model,
@@ -86,7 +86,8 @@ class PretrainResult:
     """``epochs``: one row per finished epoch (``epoch`` counts from 1); ``best_epoch``
     by validation score (None without validation); ``exported_epoch``: whose weights
     ``encoder_checkpoint`` / ``model_checkpoint`` hold. ``counts``: segments and clips
-    per split and what was left out."""
+    per split and what was left out. ``steps``: one row per optimizer step of the whole
+    run, those before a resume included (``step`` counts from 1 over all epochs)."""
 
     encoder_checkpoint: Path
     model_checkpoint: Path
@@ -101,6 +102,7 @@ class PretrainResult:
     resumed_from: dict[str, int] | None = None
     init_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, float]] = field(default_factory=list, repr=False)
 
     def metrics(self) -> dict[str, float]:
         return flat_metrics(self)
@@ -216,7 +218,7 @@ def _train(cfg: PretrainConfig, clip: ClipConfig, dist: Dist, *, groundtruth: Pa
         encoder_sha256=sha256_file(files.encoder), epochs=progress.history,
         best_epoch=progress.best["epoch"], exported_epoch=exported, counts=data.counts,
         steps_per_epoch=run.steps, world_size=dist.world_size, resumed_from=resumed_from,
-        init_sha256=run.built.init_sha256)
+        init_sha256=run.built.init_sha256, steps=progress.steps)
 
 
 def _build(cfg: PretrainConfig, clip: ClipConfig, dist: Dist, data: Splits, *,
@@ -279,9 +281,10 @@ def _fit(cfg: PretrainConfig, clip: ClipConfig, dist: Dist, run: _Run, data: Spl
                 for name in _STATS:
                     progress.running[name] += stats[name]
                 reporter.advance("pretrain")
+                row = step_row(stats, lrs, epoch + progress.step / steps)
+                progress.steps.append(plot_row(epoch * steps + progress.step, row))
                 if on_metrics is not None:
-                    on_metrics(epoch * steps + progress.step,
-                               step_row(stats, lrs, epoch + progress.step / steps))
+                    on_metrics(epoch * steps + progress.step, row)
                 if stats["stop"] > 0:  # a rank got a signal: every rank stops at this step
                     progress.running["seconds"] += time.perf_counter() - tic
                     if dist.is_main:

@@ -7,6 +7,12 @@ It is the pretrain stage's training (:func:`tspipe.stages.pretrain.run`) with th
 (``models/pretrain/base/``, ``metrics/base/``, ``plots/base/``); the catalog records it
 as a pretrain checkpoint. Real runs set ``base.enabled: false`` and
 ``pretrain.init_checkpoint`` to the Kinetics weights.
+
+Sharing the pretrain stage's code, it shares its safety: inputs checked before any output
+is touched, a new training written beside the finished one (``models/pretrain/.base.next``)
+and swapped in when complete, a disabled base's encoder set aside rather than deleted. The
+stages that read its encoder through ``pretrain.init_checkpoint`` (gvf, every variant's
+pretrain) refuse a missing file instead of starting from random weights.
 """
 
 from __future__ import annotations

@@ -135,21 +135,44 @@ def pretrained_weights(params: Params, paths: RunPaths) -> Path | None:
 def _checkpoint(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths,
                 default: Path | None, default_origin: str) -> tuple[Path | None, str]:
     """The weights file and its origin: ``cfg.checkpoint`` (official), else ``default``
-    (the stage's natural source), else nothing (random weights, if allowed)."""
+    (the stage's natural source), else nothing (random weights, if allowed). A ``default``
+    that is named but missing raises: random weights never stand in for it (features
+    from them would be recorded and compared as if they were the trained encoder's)."""
     if cfg.checkpoint:
         path = paths.resolve(cfg.checkpoint)
         if not path.exists():
             raise ConfigError(f"{stage}.checkpoint: {path} does not exist")
         return path, "official"
-    if default is not None and default.exists():
+    if default is not None:
+        if not default.exists():
+            raise _missing_default(stage, default, params, paths)
         return default, default_origin
     if not cfg.allow_random_init:
         raise ConfigError(
-            f"{stage}: no checkpoint (set {stage}.checkpoint to a weights file"
-            + (f", or make {default}" if default else "") + "); features from random weights "
-            f"are meaningless for localization, so they are made only with "
-            f"{stage}.allow_random_init: true (recorded as origin 'scratch')")
+            f"{stage}: no checkpoint (set {stage}.checkpoint to a weights file); features "
+            f"from random weights are meaningless for localization, so they are made only "
+            f"with {stage}.allow_random_init: true (recorded as origin 'scratch')")
     return None, "scratch"
+
+
+def _missing_default(stage: str, default: Path, params: Params, paths: RunPaths
+                     ) -> ConfigError | StageError:
+    """The error for a default weights file that does not exist: the pretrain stage's
+    encoder (run that stage) or ``pretrain.init_checkpoint`` (a path to fix)."""
+    if params.pretrain.enabled and default == paths.pretrain_checkpoint:
+        name = f"pretrain@{paths.variant}" if paths.variant else "pretrain@VARIANT"
+        staging = paths.staging_dir(paths.model_dir("pretrain"))
+        waiting = (f"; an unfinished training waits in {staging}: the pretrain stage resumes "
+                   "it" if staging.exists() else "")
+        return StageError(
+            f"{stage}: {default} does not exist and pretrain.enabled is true: run the "
+            f"pretrain stage first (`tspipe stage {name}`), or set {stage}.checkpoint to a "
+            f"weights file; random weights never stand in for the trained encoder{waiting}")
+    return ConfigError(
+        f"pretrain.init_checkpoint: {default} does not exist (the {stage} stage's weights "
+        f"while {stage}.checkpoint is unset): fix the path, run the stage that writes it "
+        "(`tspipe stage base` for models/pretrain/base/checkpoint.pt), or set it to null "
+        "for seeded random weights")
 
 
 def encoder_run(stage: str, cfg: EncoderRunConfig, params: Params, paths: RunPaths, *,

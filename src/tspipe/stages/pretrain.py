@@ -8,10 +8,14 @@ encoder extraction loads by default; ``model.pt`` with its heads; ``state.pt`` t
 resume), ``metrics/V/pretrain.json``, ``plots/V/pretrain_epochs.csv`` and
 ``plots/V/pretrain_steps.csv`` (DVC plots).
 
-Resume: ``models/pretrain/run.json`` holds the key of the run that owns ``state.pt``
-(params, the inputs' sha256, the code). A rerun with the same key continues that run
-(after a kill, mid-epoch), or only re-exports a finished one; any other key starts
-afresh. Multi-GPU runs go through ``torchrun -m tspipe.doors.train`` (same outputs).
+Nothing lost: every input is checked first (:func:`training_data`), so a typo in
+params.yaml fails, naming the key and the file, before any output is touched. ``run.json``
+holds the run key (params, the inputs' sha256, the code) and whether the training is
+complete. A rerun with the finished training's key only exports it again; any other key
+trains in ``models/pretrain/.V.next`` beside it (resumed there after a kill, mid-epoch)
+and is swapped into place only when complete (:mod:`tspipe.pretrain.folders`): until
+then extraction still finds the finished encoder. Multi-GPU runs go through ``torchrun -m
+tspipe.doors.train`` (same files, written in place).
 
 The door logs the per-step loss and learning rates and the per-epoch validation
 metrics to the stage's MLflow run, the encoder as an artifact and a version of the
@@ -22,17 +26,18 @@ its parent, the dataset, the params).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from tspipe.config import Params
 from tspipe.data.annotations import read_activitynet
 from tspipe.data.clips import ClipSampler, build_groundtruth, write_table
-from tspipe.errors import ConfigError
+from tspipe.errors import ConfigError, StageError, TspipeError
 from tspipe.io import (
     atomic_write_json,
     atomic_write_text,
@@ -40,9 +45,20 @@ from tspipe.io import (
     sha256_file,
     sha256_json,
 )
+from tspipe.models.loading import load_encoder
 from tspipe.paths import RunPaths
-from tspipe.pretrain.report import StepLog, write_reports
-from tspipe.pretrain.train import flat_metrics, train
+from tspipe.pretrain.folders import (
+    TrainingFolders,
+    is_complete,
+    mark_complete,
+    read_marker,
+    recover,
+    set_aside,
+    start,
+    swap_in,
+)
+from tspipe.pretrain.report import write_reports
+from tspipe.pretrain.train import RunFiles, flat_metrics, train
 from tspipe.provenance import code_version
 from tspipe.reporting import Reporter
 from tspipe.stages.contract import DisabledResult, Stage
@@ -123,57 +139,72 @@ def run_key(params: Params, paths: RunPaths) -> str:
 
 
 def run(params: Params, paths: RunPaths, reporter: Reporter) -> PretrainStageResult:
-
     cfg = params.pretrain
-    out_dir = paths.model_dir("pretrain")
-    gvf, init = _inputs(params, paths)
+    data = training_data(params, paths)  # every input checked before any output is touched
     key = run_key(params, paths)
-    marker = out_dir / "run.json"
-    resume = marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key
-    if not resume and out_dir.exists():
-        log.info("pretrain: inputs or settings changed since %s; starting afresh", out_dir)
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"key": key})
-    corpus = corpus_file(params, paths)
-    if corpus is None:
-        ann = read_activitynet(paths.annotations)
-        groundtruth = paths.groundtruth_table
-        videos = {v.video_id: v.path for v in decoded_videos(paths)}
-    else:
-        ann, groundtruth, videos = _corpus(corpus, params, out_dir)
-
-    num_classes = len(ann.classes) if ann.classes else None
-    steps = StepLog()
+    dirs = training_folders(paths)
+    for line in recover(dirs):
+        reporter.message(f"pretrain: an interrupted swap: {line}", logging.WARNING)
+    work, resume = _work_folder(dirs, key, reporter)
+    groundtruth = (data.groundtruth if data.corpus_table is None
+                   else write_table(data.corpus_table, work / "corpus_groundtruth.parquet"))
 
     def on_metrics(step: int, metrics: dict[str, float]) -> None:
-        steps(step, metrics)
         for k, v in metrics.items():
             reporter.metric(k, v, step)
 
-    result = train(cfg, params.clip, groundtruth=groundtruth, videos=videos, out_dir=out_dir,
-                   gvf=gvf, init_checkpoint=init,
-                   num_classes=num_classes,
+    result = train(cfg, params.clip, groundtruth=groundtruth, videos=data.videos,
+                   out_dir=work, gvf=data.gvf, init_checkpoint=data.init,
+                   num_classes=data.num_classes,
                    resume=resume, on_metrics=on_metrics, reporter=reporter)
+    if work != dirs.final:
+        mark_complete(work, key)
+        swap_in(dirs)
     epochs_csv, steps_csv = paths.plot("pretrain", "epochs"), paths.plot("pretrain", "steps")
-    write_reports(result, paths.metrics("pretrain"), epochs_csv, steps=steps,
-                  steps_path=steps_csv if steps.rows or not steps_csv.exists() else None)
+    write_reports(result, paths.metrics("pretrain"), epochs_csv, steps_path=steps_csv)
     last = result.epochs[-1] if result.epochs else {}
     reporter.message(
         f"pretrain: {cfg.mode} {cfg.encoder}, {len(result.epochs)} epochs, exported epoch "
         f"{result.exported_epoch}; " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
                                                  if k.startswith("valid_")))
-    stuck = at_chance(result.epochs, num_classes or 0)
+    stuck = at_chance(result.epochs, data.num_classes or 0)
     if stuck:
         reporter.message(f"pretrain: {stuck}", logging.WARNING)
     return PretrainStageResult(
-        checkpoint=result.encoder_checkpoint, model=result.model_checkpoint,
+        checkpoint=dirs.final / result.encoder_checkpoint.name,
+        model=dirs.final / result.model_checkpoint.name,
         checkpoint_sha256=result.encoder_sha256, encoder=cfg.encoder, mode=cfg.mode,
-        dataset=params.dataset.name, gvf_source=sha256_file(gvf) if gvf else "none",
+        dataset=params.dataset.name, gvf_source=sha256_file(data.gvf) if data.gvf else "none",
         init_sha256=result.init_sha256, epochs=result.epochs, best_epoch=result.best_epoch,
         exported_epoch=result.exported_epoch, counts=result.counts,
         steps_per_epoch=result.steps_per_epoch, resumed_from=result.resumed_from,
         figures=[epochs_csv])
+
+
+def training_folders(paths: RunPaths) -> TrainingFolders:
+    """The variant's training (``models/pretrain/V``) and the folders beside it."""
+    final = paths.model_dir("pretrain")
+    return TrainingFolders(final, paths.staging_dir(final), paths.retired_dir(final))
+
+
+def _work_folder(dirs: TrainingFolders, key: str, reporter: Reporter) -> tuple[Path, bool]:
+    """Where this run trains, and whether it resumes there: the finished training of the
+    same key (only exported again), else the staging folder, resumed when it holds this
+    key's training (after a kill), else started afresh beside the finished one."""
+    if is_complete(dirs.final, key) and RunFiles.at(dirs.final).state.is_file():
+        return dirs.final, True
+    if read_marker(dirs.staging).get("key") == key:
+        return dirs.staging, True
+    if dirs.staging.exists():
+        reporter.message(f"pretrain: {dirs.staging} holds a training of other inputs or "
+                         "settings; removing it to train these", logging.WARNING)
+        shutil.rmtree(dirs.staging)
+    if dirs.final.exists():
+        log.info("pretrain: inputs or settings changed since %s; training afresh in %s "
+                 "(the finished one stays until this one is complete)", dirs.final,
+                 dirs.staging)
+    start(dirs.staging, key)
+    return dirs.staging, False
 
 
 #: Best validation action accuracy within this of 1 / classes counts as chance level.
@@ -198,24 +229,90 @@ def at_chance(epochs: list[dict[str, float]], num_classes: int) -> str | None:
 
 def disabled(paths: RunPaths, *, reason: str) -> DisabledResult:
     """The outputs of a training that ``reason`` (``pretrain.enabled: false``) turns off, as
-    markers: ``models/pretrain/V/`` holds only ``disabled.json`` (a former training's files
-    are removed: nothing there may pass for this variant's weights), the metrics file is
-    ``{"enabled": 0}`` and the plots have their header only. DVC's foreach runs every
-    variant; the Prefect pipeline does not call disabled stages at all."""
-    out_dir = paths.model_dir("pretrain")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    markers = [atomic_write_json(out_dir / "disabled.json", {"reason": reason}),
+    markers: ``models/pretrain/V/`` holds only ``disabled.json`` (nothing there may pass
+    for this variant's weights), the metrics file is ``{"enabled": 0}`` and the plots have
+    their header only. A former training is set aside in the staging folder, not deleted:
+    enabled again with the same inputs, the stage only exports it again. DVC's foreach
+    runs every variant; the Prefect pipeline does not call disabled stages at all."""
+    dirs = training_folders(paths)
+    for line in recover(dirs):
+        log.warning("pretrain: an interrupted swap: %s", line)
+    final = dirs.final
+    if final.exists() and sorted(p.name for p in final.iterdir()) != ["disabled.json"]:
+        aside = set_aside(dirs)
+        if aside:
+            log.warning("pretrain: %s: %s", reason, aside)
+    final.mkdir(parents=True, exist_ok=True)
+    markers = [atomic_write_json(final / "disabled.json", {"reason": reason}),
                atomic_write_json(paths.metrics("pretrain"), {"enabled": 0})]
     for kind, columns in (("epochs", "epoch,valid_score"), ("steps", "step,loss")):
         markers.append(atomic_write_text(paths.plot("pretrain", kind), columns + "\n"))
     return DisabledResult(reason, markers)
 
 
-def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dict[str, Path]]:
-    """A trimmed-clip corpus as training input: its annotations, its segment table (written
-    into ``out_dir``) and its videos (each entry's url, inside the corpus folder)."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training reads, each file checked by :func:`training_data`."""
+
+    videos: dict[str, Path]  # video id -> decoded (or corpus) file
+    num_classes: int | None  # the taxonomy's size; None: from the table
+    groundtruth: Path | None  # the decode stage's segment table; None with a corpus
+    corpus_table: pa.Table | None  # the corpus's segments (written into the training's folder)
+    gvf: Path | None  # TSP with use_gvf
+    init: Path | None  # pretrain.init_checkpoint, resolved
+
+
+def training_data(params: Params, paths: RunPaths) -> TrainingData:
+    """Every input of the training, checked: a missing or unreadable one raises, naming the
+    params key or the stage that makes it, and the file; called before any output is
+    touched, so a typo never costs a finished training."""
+    cfg = params.pretrain
+    gvf, init = _inputs(params, paths)
+    if init is not None:
+        _check_init(cfg.encoder, init)
+    if gvf is not None and not gvf.is_file():
+        raise StageError(f"pretrain.use_gvf: {gvf} does not exist: run the gvf stage first "
+                         "(`tspipe stage gvf`), or set pretrain.use_gvf: false")
+    corpus = corpus_file(params, paths)
+    if corpus is not None:
+        ann, table, videos = _corpus(corpus, params)
+        where, groundtruth = f"pretrain.corpus: {corpus}", None
+    else:
+        for path, stage in ((paths.annotations, "ingest"), (paths.groundtruth_table, "decode")):
+            if not path.is_file():
+                raise StageError(f"{path} does not exist: run the {stage} stage first "
+                                 f"(`tspipe stage {stage}`; pretrain.corpus is unset, so the "
+                                 "training reads the pipeline's segments)")
+        ann, table, groundtruth = read_activitynet(paths.annotations), None, paths.groundtruth_table
+        videos = {v.video_id: v.path for v in decoded_videos(paths)}
+        where = f"{paths.decode_report} (run the decode stage again: `tspipe stage decode`)"
+    missing = [(vid, path) for vid, path in videos.items() if not path.is_file()]
+    if missing:
+        listed = ", ".join(f"video {vid!r}: {path}" for vid, path in missing[:3])
+        raise StageError(f"{where}: {len(missing)} of {len(videos)} video files do not "
+                         f"exist: {listed}{', ...' if len(missing) > 3 else ''}")
+    return TrainingData(videos=videos, num_classes=len(ann.classes) if ann.classes else None,
+                        groundtruth=groundtruth, corpus_table=table, gvf=gvf, init=init)
+
+
+def _check_init(encoder: str, init: Path) -> None:
+    """``pretrain.init_checkpoint`` exists and loads as ``encoder`` (what training does
+    with it first)."""
+    if not init.is_file():
+        raise ConfigError(f"pretrain.init_checkpoint: {init} does not exist: fix the path, or "
+                          "run the stage that writes it (`tspipe stage base` for "
+                          "models/pretrain/base/checkpoint.pt); null trains from seeded "
+                          "random weights")
+    try:
+        load_encoder(encoder, init)
+    except TspipeError as exc:  # re-raised with the params key that named the file
+        raise ConfigError(f"pretrain.init_checkpoint: {init} does not load as a {encoder} "
+                          f"encoder (pretrain.encoder): {exc}") from exc
+
+
+def _corpus(corpus: Path, params: Params) -> tuple[Any, pa.Table, dict[str, Path]]:
+    """A trimmed-clip corpus as training input: its annotations, its segment table and its
+    videos (each entry's url, inside the corpus folder)."""
     if not corpus.is_file():
         raise ConfigError(f"pretrain.corpus: {corpus} does not exist (the synth stage makes "
                           "data/synth/corpus/synthactions_corpus.json when "
@@ -231,8 +328,7 @@ def _corpus(corpus: Path, params: Params, out_dir: Path) -> tuple[Any, Path, dic
         videos[vid] = path
     sampler = ClipSampler.from_config(params.clip)
     # Clips tile each file: no background (a TAC run reads none anyway).
-    table = build_groundtruth(ann, min_background=sampler.clip_duration)
-    return ann, write_table(table, out_dir / "corpus_groundtruth.parquet"), videos
+    return ann, build_groundtruth(ann, min_background=sampler.clip_duration), videos
 
 
 def inputs(params: Params, paths: RunPaths) -> list[Path]:
