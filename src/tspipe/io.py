@@ -56,6 +56,11 @@ def atomic_path(dest: str | Path, *, suffix: str | None = None) -> Iterator[Path
             # mkstemp makes the file owner-only; give it the mode a plain open() would.
             tmp.chmod(0o666 & ~_umask())
         tmp.replace(dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a write() on a file object: say which file it was
+            raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

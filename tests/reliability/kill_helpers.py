@@ -84,11 +84,13 @@ def _csv(text: str) -> list[dict[str, str]]:
             for row in csv.DictReader(io.StringIO(text))]
 
 
-def fingerprint(root: Path, *aliases: Path) -> dict[str, object]:
+def fingerprint(root: Path, *aliases: Path, catalog: Path | None = None
+                ) -> dict[str, object]:
     """Per product file its content (JSON and CSV less clocks and pids, HDF5 by arrays and
     attributes, other files by sha256; PNG plots only present; the run directory's path,
     and each of ``aliases`` (where a copied run directory came from), written as
-    ``<root>``), and the catalog's content rows."""
+    ``<root>``), and the content rows of the catalog (``catalog``, default the run
+    directory's own)."""
     out: dict[str, object] = {}
     for top in PRODUCTS:
         for path in sorted((root / top).rglob("*")):
@@ -107,7 +109,7 @@ def fingerprint(root: Path, *aliases: Path) -> dict[str, object]:
                 out[rel] = "png"
             else:
                 out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    con = sqlite3.connect(root / "catalog.db")
+    con = sqlite3.connect(catalog or root / "catalog.db")
     try:
         for table, cols in CATALOG.items():
             out[f"catalog:{table}"] = sorted(con.execute(f"SELECT {cols} FROM {table}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -247,10 +248,22 @@ def _debug_requested() -> bool:
     return "--debug" in sys.argv[1:]
 
 
+def _disk_full(exc: BaseException | None) -> BaseException | None:
+    """The full-disk error behind ``exc`` (itself, or what it was raised from: MLflow and
+    SQLAlchemy wrap SQLite's "database or disk is full"), or None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return exc
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def _known_error(exc: BaseException | None) -> bool:
     """An error about the input or the environment, reported by its message alone."""
-    return isinstance(exc, TspipeError) or (isinstance(exc, OSError)
-                                            and exc.errno in _DISK_FULL)
+    return isinstance(exc, TspipeError) or _disk_full(exc) is not None
 
 
 class _NoTracebackForKnownErrors(logging.Filter):
@@ -284,17 +297,22 @@ def main() -> None:
         app()
     except TspipeError as exc:
         _fail(str(exc), debug)
-    except OSError as exc:
-        if not _known_error(exc):
+    except Exception as exc:
+        full = _disk_full(exc)
+        if full is None:
             raise
-        _fail(f"{exc.filename or 'a file'}: {exc.strerror} (the disk or quota is full). "
-              "Free space (or point the run directory elsewhere) and rerun: finished "
-              "outputs were kept, the partial one was removed, and the rerun resumes.", debug)
+        where = (f"a SQLite store (catalog or MLflow): {full}"
+                 if not isinstance(full, OSError) else
+                 f"{full.filename}: {full.strerror}" if full.filename else
+                 f"a file under the run directory: {full.strerror}")
+        _fail(f"{where} (the disk or quota is full). Free space (or point the run "
+              "directory elsewhere) and rerun: finished outputs were kept, the partial one "
+              "was removed, and the rerun resumes.", debug)
 
 
 def _fail(message: str, debug: bool) -> None:
     if debug:
         log.exception("%s", message)
-    else:
-        log.error("%s", message)
+    else:  # unwrapped on stderr: paths in it must survive a narrow terminal
+        typer.echo(f"Error: {message}", err=True)
     sys.exit(2)
