@@ -65,11 +65,11 @@ def test_every_command(catalog_url: str) -> None:
         assert "anet" in table.stdout or "auc" in table.stdout
 
 
-def test_errors_go_to_stderr_with_exit_1(catalog_url: str,
+def test_errors_go_to_stderr_with_exit_2(catalog_url: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TSPIPE_CATALOG_URL", catalog_url)  # the default --url
     refused = runner.invoke(app, ["list", "--json"])
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2
     assert refused.stdout == ""
     assert "tspipe catalog upgrade" in refused.stderr
     if catalog_url.startswith("postgresql"):
@@ -81,9 +81,9 @@ def test_errors_go_to_stderr_with_exit_1(catalog_url: str,
     assert (nothing.exit_code, json.loads(nothing.stdout)) == (1, None)
     assert "no evaluation recorded gtad.average_map" in nothing.stderr
     unknown = runner.invoke(app, ["show", "abcdef"])
-    assert unknown.exit_code == 1 and "matches no feature version" in unknown.stderr
+    assert unknown.exit_code == 2 and "matches no feature version" in unknown.stderr
     bad = runner.invoke(app, ["videos", "--status", "lost"])
-    assert bad.exit_code == 1 and "not one of ok, missing, failed, pending" in bad.stderr
+    assert bad.exit_code == 2 and "not one of ok, missing, failed, pending" in bad.stderr
 
 
 def test_every_command_has_help() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -10,6 +11,7 @@ from sqlalchemy import inspect
 from tspipe.catalog import current_revision, head_revision, make_engine, upgrade
 from tspipe.catalog.migrate import alembic_config
 from tspipe.catalog.schema import Base
+from tspipe.errors import CatalogError
 
 TABLES = {"datasets", "videos", "checkpoints", "feature_versions", "evaluations",
           "feature_videos"}
@@ -48,7 +50,11 @@ def test_upgrade_is_idempotent_and_downgrade_undoes_it(catalog_url: str) -> None
 
 def test_sqlite_connections_are_set_up_for_concurrency(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'catalog.db'}"
-    upgrade(url)  # creates the missing directory
+    with pytest.raises(CatalogError, match=r"folder .*nested does not exist: create it"):
+        upgrade(url)  # a missing folder is not created (a typo would be silently kept)
+    assert not (tmp_path / "nested").exists()
+    (tmp_path / "nested").mkdir()
+    upgrade(url)
     engine = make_engine(url)
     try:
         with engine.connect() as connection:

@@ -238,6 +238,6 @@ def test_cli_lists_feature_videos_and_show_counts_them(catalog: Catalog,
     assert "2 ok (1 reused), 1 failed" in shown.stdout
 
     bad = runner.invoke(app, ["feature-videos", tsp, "--status", "lost", *url])
-    assert bad.exit_code == 1 and "not one of ok, failed" in bad.stderr
+    assert bad.exit_code == 2 and "not one of ok, failed" in bad.stderr
     unknown = runner.invoke(app, ["feature-videos", "abcdef", *url])
-    assert unknown.exit_code == 1 and "matches no feature version" in unknown.stderr
+    assert unknown.exit_code == 2 and "matches no feature version" in unknown.stderr

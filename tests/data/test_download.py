@@ -32,7 +32,7 @@ from tspipe.data.download import (
     summarize,
     write_manifest,
 )
-from tspipe.data.download_sources import plan_sources, ytdlp_options
+from tspipe.data.download_sources import content_kind, decode_problem, plan_sources, ytdlp_options
 from tspipe.errors import DownloadError, StageError
 
 
@@ -207,11 +207,11 @@ def test_fifty_videos_three_bad_then_rerun_fetches_nothing(server: VideoServer, 
     assert server.hits["/drop/dropped.mp4"] == 3 and "gave up after 3" in entries[
         "dropped"].reason
     assert entries["textfile"].status == "failed" and entries["textfile"].attempts == 1
-    assert "not a decodable video" in entries["textfile"].reason
+    assert "not a video" in entries["textfile"].reason
     assert rec.started == [("download", 50)] and rec.advanced == 50
     warned = sorted(t for t, level in rec.messages if level == logging.WARNING)
     assert len(warned) == 3 and all(server.base in t for t in warned)
-    assert any("'textfile'" in t and "decodable" in t for t in warned)
+    assert any("'textfile'" in t and "not a video" in t for t in warned)
     assert res.metrics()["downloaded"] == 47.0 and res.to_dict()["manifest"] == str(manifest)
 
     hits = server.video_hits()
@@ -499,7 +499,7 @@ def test_ytdlp_generic_extractor_reads_html5_video(server: VideoServer, tmp_path
     ("html/empty", "Unsupported URL"),
     # yt-dlp's generic extractor takes any non-HTML response for a direct video link and
     # "downloads" it (as video.unknown_video): only our decode check refuses it.
-    ("text/notes", "not a decodable video"),
+    ("text/notes", "not a video"),
 ])
 def test_ytdlp_page_without_video_fails_permanently(server: VideoServer, tmp_path: Path,
                                                     path: str, reason: str) -> None:
@@ -561,3 +561,35 @@ def test_result_is_a_stage_result(tmp_path: Path) -> None:
     assert isinstance(res, DownloadResult) and res.summary == "0 ok, 0 missing, 0 failed"
     assert json.loads((tmp_path / "m.json").read_text()) == {"videos": []}
     assert set(res.metrics()) >= {"ok", "missing", "failed", "skipped", "bytes", "seconds"}
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (b"", "empty file"), (b"<!DOCTYPE html><html>x</html>", "HTML"),
+    (b' \n{"k": 1}', "JSON"), (b"<?xml version='1.0'?><a/>", "XML"), (b"notes\n", "text"),
+    (b"\x00\x00\x00\x18ftypmp42", None), (b"\x1aE\xdf\xa3\x9fB\x86", None)])
+def test_content_kind_names_non_video_files(tmp_path: Path, body: bytes, kind: str) -> None:
+    (path := tmp_path / "f.mp4").write_bytes(body)
+    assert content_kind(path) == kind
+
+
+def test_decode_problem_never_quotes_the_bytes(tmp_path: Path) -> None:
+    (path := tmp_path / "junk.mp4").write_bytes(b"SECRET-BYTES" + bytes(range(256)) * 40)
+    problem = decode_problem(path)
+    assert problem and "SECRET" not in problem and "starts" not in problem
+
+
+def test_local_sources_outside_the_roots_are_refused(tmp_path: Path) -> None:
+    run, outside, mirror = tmp_path / "run", tmp_path / "outside", tmp_path / "mirror"
+    for folder in (run, outside, mirror):
+        folder.mkdir()
+    (outside / "s.mp4").write_bytes(b"x")
+    (mirror / "m.mp4").symlink_to(outside / "s.mp4")
+    (run / "ok.mp4").write_bytes(b"x")
+    assert plan_sources("ok", "ok.mp4", cfg(), run, roots=[run])[0].target == str(run / "ok.mp4")
+    for video_id, url, c in [("p", "file:///etc/passwd", cfg()), ("t", "../outside/s.mp4", cfg()),
+                             ("m", None, cfg(mirror=str(mirror)))]:
+        with pytest.raises(DownloadError, match=r"outside the allowed roots \(") as caught:
+            plan_sources(video_id, url, c, run, roots=[run])
+        assert caught.value.permanent and f"video {video_id!r}" in str(caught.value)
+    # Without roots (library use), any local path is planned.
+    assert plan_sources("p", "file:///etc/passwd", cfg(), run)[0].target == "/etc/passwd"

@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 import tspipe.catalog.queries as q
 from tspipe.catalog._convert import check_method, check_value, feature_video_values, one_of
-from tspipe.catalog.engine import READ_ONLY, hidden_url, make_engine
+from tspipe.catalog.engine import READ_ONLY, driver_problem, hidden_url, make_engine
 from tspipe.catalog.migrate import require_head
 from tspipe.catalog.records import (
     BestResult,
@@ -95,13 +95,19 @@ class Catalog:
         except IntegrityError as exc:
             logger.info("catalog %s: %s raced another writer (%s); retrying", self.url, what,
                         exc.orig)
-        except OperationalError as exc:  # locked past busy_timeout, connection lost
-            raise CatalogError(f"catalog {self.url}: {what}: {exc.orig}") from exc
+        except OperationalError as exc:  # read-only, locked past busy_timeout, conn. lost
+            raise self._problem(what, exc) from exc
         try:
             with self._writer.begin() as session:
                 return work(session)
-        except (IntegrityError, OperationalError) as exc:
+        except IntegrityError as exc:  # a conflict the retry did not resolve
             raise CatalogError(f"catalog {self.url}: {what}: {exc.orig}") from exc
+        except OperationalError as exc:
+            raise self._problem(what, exc) from exc
+
+    def _problem(self, what: str, exc: DBAPIError) -> CatalogError:
+        return CatalogError(f"catalog {self.url}: {what}: "
+                            f"{driver_problem(self._engine.url, exc)}")
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -110,7 +116,7 @@ class Catalog:
             with self._reader() as session:
                 yield session
         except OperationalError as exc:
-            raise CatalogError(f"catalog {self.url}: {exc.orig}") from exc
+            raise self._problem("read", exc) from exc
 
     # -- registration ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from tspipe.errors import CatalogError
 
@@ -26,6 +26,8 @@ SQLITE_BUSY_TIMEOUT_S = 30
 READ_ONLY = "tspipe_read_only"
 # Postgres drivers tspipe accepts spelled without a driver; `postgresql+psycopg` is used.
 _BARE_POSTGRES = {"postgresql", "postgres"}
+# The first bytes of every SQLite 3 database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def parse_url(url: str | URL) -> URL:
@@ -66,6 +68,55 @@ def sqlite_path(url: str | URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:"):
         return None
     return Path(database)
+
+
+def check_sqlite_file(url: str | URL, *, creating: bool = False) -> None:
+    """Raise a CatalogError naming what is wrong with a SQLite catalog's file before
+    SQLite touches it: a directory, a file that is not a SQLite database, or (when
+    ``creating``) a folder that does not exist. Memory and PostgreSQL URLs pass."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    where, hint = hidden_url(url), "point --url / TSPIPE_CATALOG_URL at a tspipe catalog"
+    if path.is_dir():
+        raise CatalogError(f"catalog {where}: {path} is a directory, not a SQLite database "
+                           f"file: {hint} (a file path)")
+    if path.is_file():
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+        if head and head != SQLITE_MAGIC:  # an empty file is an empty SQLite database
+            raise CatalogError(
+                f"catalog {where}: not a SQLite database: {path} ({path.stat().st_size} "
+                f"bytes, no SQLite header): {hint}, or at a new file that `tspipe catalog "
+                "upgrade` creates")
+    elif creating and not path.parent.is_dir():
+        raise CatalogError(f"catalog {where}: folder {path.parent} does not exist: create "
+                           "it first, or point --url / TSPIPE_CATALOG_URL elsewhere")
+
+
+def driver_problem(url: str | URL, exc: DBAPIError) -> str:
+    """The driver's error on one line, and what to do about it. ``exc.orig`` is the
+    driver's own exception, which never repeats the URL's password (SQLAlchemy's wrapper
+    adds the statement, not needed here)."""
+    said = " ".join(str(exc.orig).split())  # one line: psycopg's messages span several
+    text, path = said.lower(), sqlite_path(url)
+    if "readonly database" in text or "read-only" in text:
+        hint = (f"the catalog is read-only: make {path} and its folder writable"
+                if path is not None else "the catalog is read-only for this user: grant it "
+                "write access") + ", or point --url / TSPIPE_CATALOG_URL at a writable catalog"
+    elif "disk is full" in text:
+        hint = "the disk or quota is full: free space and rerun"
+    elif "database is locked" in text:
+        hint = (f"another process held the write lock for over {SQLITE_BUSY_TIMEOUT_S} s: "
+                "rerun when it is done")
+    elif path is not None and "unable to open" in text:
+        hint = (f"check that {path.parent} exists and that this user may read and write "
+                f"{path.name} there (SQLite also writes {path.name}-wal and -shm beside it)")
+    elif path is None and make_url(url).get_backend_name() == "postgresql":
+        hint = "check that the server runs and the URL's host, port and database"
+    else:
+        hint = "point --url / TSPIPE_CATALOG_URL at a tspipe catalog"
+    return f"{type(exc.orig).__name__}: {said}: {hint}"
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:

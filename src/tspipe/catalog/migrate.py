@@ -13,11 +13,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from tspipe.catalog.engine import READ_ONLY, hidden_url, make_engine, sqlite_path
+from tspipe.catalog.engine import (
+    READ_ONLY,
+    check_sqlite_file,
+    driver_problem,
+    hidden_url,
+    make_engine,
+    sqlite_path,
+)
+from tspipe.catalog.schema import Base
 from tspipe.errors import CatalogError
 
 logger = logging.getLogger(__name__)
@@ -51,12 +59,41 @@ def _known_revisions() -> set[str]:
             .walk_revisions()}
 
 
+def _cannot(action: str, engine: Engine, exc: DBAPIError) -> CatalogError:
+    """The driver's error, named, with what to do (``driver_problem``)."""
+    return CatalogError(f"cannot {action} catalog {hidden_url(engine.url)}: "
+                        f"{driver_problem(engine.url, exc)}")
+
+
+def _foreign_tables(connection: Connection) -> list[str]:
+    """Tables of a database that has no alembic_version and is not tspipe's."""
+    ours = set(Base.metadata.tables) | {"alembic_version"}
+    return sorted(set(inspect(connection).get_table_names()) - ours)
+
+
+def _check_revision(where: str, current: str | None, connection: Connection) -> None:
+    """Refuse a database a newer tspipe migrated, and one of something else."""
+    if current is not None and current not in _known_revisions():
+        raise CatalogError(
+            f"catalog {where} was created by a newer tspipe (revision {current!r} unknown; "
+            f"this tspipe's newest is {head_revision()!r}): upgrade tspipe")
+    if current is None and (foreign := _foreign_tables(connection)):
+        shown = ", ".join(foreign[:8]) + (", ..." if len(foreign) > 8 else "")
+        raise CatalogError(
+            f"catalog {where} is not a tspipe catalog: it has no alembic_version and holds "
+            f"{len(foreign)} other tables ({shown}): point --url / TSPIPE_CATALOG_URL at a "
+            "tspipe catalog, or at a new file")
+
+
 def _revision_of(engine: Engine) -> str | None:
+    check_sqlite_file(engine.url)
     try:
         with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        raise CatalogError(f"cannot open catalog {hidden_url(engine.url)}: {exc.orig}") from exc
+            current = MigrationContext.configure(connection).get_current_revision()
+            _check_revision(hidden_url(engine.url), current, connection)
+            return current
+    except DBAPIError as exc:
+        raise _cannot("open", engine, exc) from exc
 
 
 def current_revision(url: str | URL) -> str | None:
@@ -82,11 +119,6 @@ def require_head(engine: Engine) -> None:
         return
     if current is None:
         raise CatalogError(f"catalog {where} is not migrated (no schema yet): {_UPGRADE_HINT}")
-    if current not in _known_revisions():
-        raise CatalogError(
-            f"catalog {where} is at revision {current!r}, which this tspipe does not know "
-            f"(its newest is {head!r}): a newer tspipe migrated it; upgrade the tspipe package"
-        )
     raise CatalogError(
         f"catalog {where} is at revision {current!r}, older than {head!r}: {_UPGRADE_HINT}"
     )
@@ -97,11 +129,10 @@ def upgrade(url: str | URL, revision: str = "head") -> str | None:
 
     Safe to run again (a no-op at head) and from two processes at once: SQLite's
     BEGIN IMMEDIATE and a PostgreSQL advisory lock let one migrate while the other waits,
-    then finds nothing to do.
+    then finds nothing to do. A SQLite file's folder must exist (it is not created), and a
+    database of something else or of a newer tspipe is refused (CatalogError).
     """
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    check_sqlite_file(url, creating=True)
     engine = make_engine(url)
     where = hidden_url(engine.url)
     try:
@@ -116,10 +147,11 @@ def upgrade(url: str | URL, revision: str = "head") -> str | None:
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                        {"key": _UPGRADE_LOCK_KEY})
                 before = MigrationContext.configure(connection).get_current_revision()
+                _check_revision(where, before, connection)
                 command.upgrade(alembic_config(connection), revision)
                 after = MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        raise CatalogError(f"cannot upgrade catalog {where}: {exc.orig}") from exc
+    except DBAPIError as exc:
+        raise _cannot("upgrade", engine, exc) from exc
     finally:
         engine.dispose()  # also drops the connection whose foreign keys were turned off
     logger.info("catalog %s: revision %s -> %s", where, before, after)

@@ -23,11 +23,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from tspipe.config import DownloadConfig
 from tspipe.data.annotations import Video
@@ -37,6 +38,7 @@ from tspipe.data.download_sources import (
     Source,
     SourceGone,
     check_mirror,
+    content_kind,
     decode_problem,
     fetch,
     part_owner,
@@ -211,19 +213,22 @@ class _ManifestWriter:
 def download_one(video: Video, cfg: DownloadConfig, out_dir: Path, *,
                  source_dir: Path | None = None, previous: ManifestEntry | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 manifest_dir: Path | None = None) -> ManifestEntry:
+                 manifest_dir: Path | None = None,
+                 roots: Sequence[Path] | None = None) -> ManifestEntry:
     """Fetch one video into ``out_dir``; never raises for a problem of this video.
 
     ``previous`` is its manifest entry from an earlier run: if its file still matches
     (size and sha256) it is returned unchanged. ``manifest_dir`` is the folder entry paths
-    are relative to (default: ``out_dir``).
+    are relative to (default: ``out_dir``). ``roots``: the folders local sources must lie
+    in (with a folder mirror); None allows any path.
     """
-    return _download(video, cfg, out_dir, source_dir, previous, sleep, manifest_dir).entry
+    return _download(video, cfg, out_dir, source_dir, previous, sleep, manifest_dir,
+                     roots).entry
 
 
 def _download(video: Video, cfg: DownloadConfig, out_dir: Path, source_dir: Path | None,
               previous: ManifestEntry | None, sleep: Callable[[float], None],
-              manifest_dir: Path | None) -> _Outcome:
+              manifest_dir: Path | None, roots: Sequence[Path] | None = None) -> _Outcome:
     out_dir = Path(out_dir).resolve()
     manifest_dir = Path(manifest_dir).resolve() if manifest_dir is not None else out_dir
     url = video.url or ""
@@ -234,7 +239,7 @@ def _download(video: Video, cfg: DownloadConfig, out_dir: Path, source_dir: Path
     if previous is not None and _still_valid(previous, manifest_dir):
         return _Outcome(previous, True)
     try:
-        sources = plan_sources(video_id, video.url, cfg, source_dir)
+        sources = plan_sources(video_id, video.url, cfg, source_dir, roots)
     except DownloadError as exc:
         return _Outcome(_failed(video_id, exc.source, "failed", _reason(exc), 0), False)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -312,11 +317,13 @@ def _fetch_verified(video_id: str, source: Source, cfg: DownloadConfig, out_dir:
     try:
         got = fetch(video_id, source, part, cfg)
         size = got.stat().st_size
-        if size == 0:
-            raise DownloadError(video_id, source.url, "empty file", permanent=True)
+        # Named by kind and size only: the bytes of a text file may be a secret.
+        if kind := content_kind(got):
+            raise DownloadError(video_id, source.url, f"not a video: {_name(source)} "
+                                f"({size} bytes, {kind})", permanent=True)
         if cfg.verify_decodable and (problem := decode_problem(got)):
-            raise DownloadError(video_id, source.url, f"not a decodable video: {problem}",
-                                permanent=True)
+            raise DownloadError(video_id, source.url, f"not a video: {_name(source)} "
+                                f"({size} bytes, not decodable: {problem})", permanent=True)
         digest = sha256_file(got)
         ext = Path(got.name.removesuffix(".part")).suffix.lower() or ".mp4"
         final = out_dir / f"{video_id}{ext}"
@@ -331,12 +338,20 @@ def _fetch_verified(video_id: str, source: Source, cfg: DownloadConfig, out_dir:
                          sha256=digest, status="ok", reason="", attempts=attempt)
 
 
+def _name(source: Source) -> str:
+    """The fetched file's name: a local path's, else the URL path's last part."""
+    path = source.target if source.kind == "local" else urlsplit(source.url).path
+    return Path(path).name or source.url
+
+
 # -- many videos ---------------------------------------------------------------------------
 def download_all(videos: Iterable[Video], cfg: DownloadConfig, out_dir: Path,
                  manifest_path: Path, *, source_dir: Path | None = None,
-                 reporter: Reporter | None = None) -> DownloadResult:
+                 reporter: Reporter | None = None,
+                 roots: Sequence[Path] | None = None) -> DownloadResult:
     """Download ``videos`` with ``cfg.workers`` threads into ``out_dir``, merging their
-    entries into the manifest at ``manifest_path`` (other videos' entries are kept)."""
+    entries into the manifest at ``manifest_path`` (other videos' entries are kept).
+    ``roots``: the folders local sources must lie in (see ``download_one``)."""
     t0 = time.monotonic()
     reporter = reporter or NullReporter()
     out_dir, manifest_path = Path(out_dir).resolve(), Path(manifest_path).resolve()
@@ -357,7 +372,8 @@ def download_all(videos: Iterable[Video], cfg: DownloadConfig, out_dir: Path,
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="download")
     try:
         futures = [pool.submit(_download, v, cfg, out_dir, source_dir,
-                               writer.previous.get(k), time.sleep, manifest_path.parent)
+                               writer.previous.get(k), time.sleep, manifest_path.parent,
+                               roots)
                    for k, v in todo.items()]
         for fut in as_completed(futures):
             outcome = fut.result()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import re
 import shutil
 import urllib.error
@@ -46,6 +47,9 @@ _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 _CHUNK = 1 << 20
 _TRANSIENT_HTTP = {408, 425, 429}
 _GONE_HTTP = {404, 410}
+# The shared opener once quoted a file's first bytes ("(starts b'...')"); any such quote
+# is cut from a reason, so a text file's secret never reaches the manifest or the catalog.
+_QUOTED_HEAD = re.compile(r"\s*\(starts b?['\"].*$", re.S)
 
 # yt-dlp reports everything as DownloadError text; these decide what it means. Checked in
 # this order: YouTube's rate limit says "Video unavailable ... try again later".
@@ -81,18 +85,46 @@ class Source:
 
 
 def plan_sources(video_id: str, url: str | None, cfg: DownloadConfig,
-                 source_dir: Path | None = None) -> list[Source]:
+                 source_dir: Path | None = None,
+                 roots: Sequence[Path] | None = None) -> list[Source]:
     """The sources to try for one video, in order: the mirror's candidates, then ``url``.
 
-    Raises a permanent ``DownloadError`` for a scheme outside ``cfg.allowed_schemes``, and
-    when there is nothing to try at all.
+    Raises a permanent ``DownloadError`` for a scheme outside ``cfg.allowed_schemes``,
+    when there is nothing to try at all, and (``roots`` given) for a local file whose real
+    path (links followed) lies outside ``roots`` and a folder ``cfg.mirror``.
     """
     sources = mirror_sources(video_id, cfg)
     if url:
         sources.append(_source_for(video_id, url.strip(), cfg, source_dir, mirror=False))
     if not sources:
         raise DownloadError(video_id, "-", "no url and no mirror configured", permanent=True)
+    if roots is not None:
+        allowed = allowed_roots(roots, cfg)
+        for source in sources:
+            if source.kind == "local":
+                _check_inside(video_id, source, allowed)
     return sources
+
+
+def allowed_roots(roots: Sequence[Path], cfg: DownloadConfig) -> list[Path]:
+    """``roots`` and a folder mirror, as real paths: where local sources may lie."""
+    folder = _mirror_folder(cfg)
+    found = [*roots, *([folder] if folder is not None else [])]
+    return list(dict.fromkeys(Path(r).resolve() for r in found))
+
+
+def _check_inside(video_id: str, source: Source, roots: Sequence[Path]) -> None:
+    real = Path(source.target).resolve()
+    if any(real.is_relative_to(root) for root in roots):
+        return
+    # ".." folded, links not followed (Path.resolve follows them)
+    plain = Path(os.path.abspath(source.target))  # noqa: PTH100
+    link = (f" (a link to {real})" if real != plain
+            else f" (that is {real})" if str(real) != source.target else "")
+    raise DownloadError(video_id, source.url,
+                        f"local path {source.target}{link} is outside the allowed local "
+                        f"roots: {', '.join(map(str, roots))}; add the folder to "
+                        "download.local_roots", permanent=True)
 
 
 def mirror_sources(video_id: str, cfg: DownloadConfig) -> list[Source]:
@@ -104,10 +136,20 @@ def mirror_sources(video_id: str, cfg: DownloadConfig) -> list[Source]:
     if urlsplit(root).scheme not in ("", "file") and not _is_windows_drive(root):
         return [_source_for(video_id, f"{root}/{quote(video_id)}{ext}", cfg, None,
                             mirror=True) for ext in MIRROR_EXTS]
-    folder = Path(unquote(urlsplit(root).path) if root.startswith("file:") else root)
-    folder = folder.expanduser()
+    folder = _mirror_folder(cfg)
+    assert folder is not None
     return [Source(str(p), str(p), "local", mirror=True)
             for p in (folder / f"{video_id}{ext}" for ext in MIRROR_EXTS) if p.is_file()]
+
+
+def _mirror_folder(cfg: DownloadConfig) -> Path | None:
+    """The folder of a local (path or ``file://``) mirror; None for none or a URL."""
+    root = (cfg.mirror or "").rstrip("/")
+    if not root or (urlsplit(root).scheme not in ("", "file")
+                    and not _is_windows_drive(root)):
+        return None
+    return Path(unquote(urlsplit(root).path) if root.startswith("file:") else root
+                ).expanduser()
 
 
 def check_mirror(cfg: DownloadConfig) -> None:
@@ -185,16 +227,36 @@ def remove_part(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def content_kind(path: Path) -> str | None:
+    """``"empty file"``, ``"HTML"``, ``"JSON"``, ``"XML"`` or ``"text"`` for a file that
+    cannot be a video (an error page, a listing, notes), from its first KiB; None for
+    binary data (maybe a video). Only the kind is reported: never the file's bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(1024)
+    if not head:
+        return "empty file"
+    # Every container tspipe reads starts with binary headers (MP4 box sizes, EBML, RIFF).
+    if any(b < 9 or (13 < b < 32 and b != 27) for b in head):
+        return None
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith(("<!doctype html", "<html")) or "<html" in text:
+        return "HTML"
+    if text.startswith("<?xml"):
+        return "XML"
+    return "JSON" if text.startswith(("{", "[")) else "text"
+
+
 def decode_problem(path: Path) -> str | None:
     """Why ``path`` is not a decodable video, or None: the shared opener's specific reason
-    (empty, truncated, no video stream, ...), or no frame decoding."""
+    (empty, truncated, no video stream, ...), or no frame decoding. The reason never
+    quotes the file's bytes (a text file's first bytes may be a secret)."""
     try:
         with open_container(path) as container:
             for _frame in container.decode(video=0):
                 return None
             return "no frame decodes"
     except VideoError as exc:
-        return str(exc).removeprefix(f"{path}: ")
+        return _QUOTED_HEAD.sub("", str(exc).removeprefix(f"{path}: "))
     except (av.FFmpegError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -208,7 +270,9 @@ def fetch(video_id: str, source: Source, part: Path, cfg: DownloadConfig) -> Pat
 
 # -- HTTP --------------------------------------------------------------------------------
 class _AllowlistRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib follows redirects to ftp:// too; a redirect must stay inside the allowlist."""
+    """Follow a redirect only to http(s) in the allowlist: urllib would follow one to
+    ftp://, and a server must never make tspipe read a local file (file://, even where
+    download.allowed_schemes allows local sources) or a scheme the user refused."""
 
     def __init__(self, allowed: Sequence[str]) -> None:
         self.allowed = allowed
@@ -216,9 +280,11 @@ class _AllowlistRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> Any:
         scheme = urlsplit(newurl).scheme.lower()
-        if scheme not in self.allowed:
-            raise urllib.error.HTTPError(newurl, 403, f"redirect to refused scheme {scheme!r}",
-                                         headers, fp)
+        if scheme not in ("http", "https") or scheme not in self.allowed:
+            # Named by the Location header only; the response body is never read.
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to {newurl} refused: a download follows only "
+                "http(s) redirects that download.allowed_schemes allows", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

@@ -44,8 +44,10 @@ def _say(message: str) -> None:
 
 
 def _fail(exc: Exception) -> NoReturn:
+    """A CatalogError (bad URL, unusable database, unknown id): its message and exit code
+    2, as every tspipe command ends for an error in its input or environment."""
     _say(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1)
+    raise typer.Exit(2)
 
 
 def resolve_url(url: str | None) -> str:
@@ -63,7 +65,7 @@ def resolve_url(url: str | None) -> str:
 
 @contextmanager
 def _opened(url: str | None) -> Iterator[Catalog]:
-    """The catalog; a CatalogError while opening or querying exits 1 with its message."""
+    """The catalog; a CatalogError while opening or querying exits 2 with its message."""
     try:
         with Catalog(resolve_url(url)) as catalog:
             yield catalog

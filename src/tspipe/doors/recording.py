@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tspipe.catalog import Catalog, FeatureVideoRow, VideoRow, upgrade
+from tspipe.catalog.engine import sqlite_path
 from tspipe.config import Params
 from tspipe.data.annotations import read_activitynet
 from tspipe.data.download import read_manifest
@@ -35,7 +36,11 @@ def open_catalog(params: Params, paths: RunPaths) -> Catalog:
     outdated one and says to run ``tspipe catalog upgrade``.
     """
     url = catalog_url(params, paths)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        # A folder inside the run directory is the run's own; one elsewhere must exist.
+        if path.resolve().is_relative_to(paths.root.resolve()):
+            path.parent.mkdir(parents=True, exist_ok=True)
         log.info("creating the embedded catalog %s", url)
         upgrade(url)
     return Catalog(url)

@@ -61,6 +61,21 @@ def _declared_sha256(ann: Annotations, video_id: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def local_roots(params: Params, paths: RunPaths) -> list[Path]:
+    """The folders a local source (a path, a ``file://`` URL, a link in a folder mirror)
+    may lie in: the run directory, the folder of the annotation file ``dataset.annotations``
+    names (ingest rebases its relative urls, so they still point there), each of
+    ``download.local_roots`` (relative to the run directory) and, added by the planner, a
+    folder ``download.mirror``. An annotation file's ``file:///etc/passwd`` or
+    ``../../secret`` then fails as that video, by name, instead of being copied."""
+    source = paths.resolve(params.dataset.annotations)
+    # getattr: download.local_roots is being added to DownloadConfig (config_sections.py,
+    # another change); until it is there, no extra roots.
+    extra = getattr(params.download, "local_roots", None) or []
+    return [paths.root, source if source.is_dir() else source.parent,
+            *(paths.resolve(folder) for folder in extra)]
+
+
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> Any:
     ann = _annotations(paths)
     # A copy whose checksum differs from the one the annotations declare is stale: removed
@@ -71,7 +86,8 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
         if declared and entry and entry.sha256 and entry.sha256 != declared and entry.path:
             (paths.manifest.parent / entry.path).unlink(missing_ok=True)
     result = download_all([ann.videos[v] for v in batch.ids], params.download, paths.videos,
-                          paths.manifest, source_dir=paths.annotations_dir, reporter=reporter)
+                          paths.manifest, source_dir=paths.annotations_dir, reporter=reporter,
+                          roots=local_roots(params, paths))
     entries = read_manifest(paths.manifest)
     wrong = {vid: entries[vid] for vid in batch.ids if vid in entries
              and entries[vid].status == "ok" and _declared_sha256(ann, vid)
@@ -121,6 +137,7 @@ STAGE = Stage(
     name="download",
     help="Fetch every annotated video once (mirror, HTTP, yt-dlp, s3/gs, local); manifest.",
     sections=("download",),
+    extra_params=("dataset.annotations",),  # its folder is a local root (local_roots)
     inputs=lambda params, paths: [paths.annotations],
     outputs=lambda params, paths: [paths.videos, paths.manifest, paths.metrics("download")],
     code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.download_sources"),

@@ -1,0 +1,100 @@
+"""Bad catalogs (issue 22): ``TSPIPE_CATALOG_URL`` / ``--url`` at something that is not a
+usable tspipe catalog ends with a named CatalogError, exit code 2 and no traceback, both
+from ``tspipe catalog list`` and from a stage that records to the catalog (ingest); and
+``tspipe catalog upgrade`` creates no missing folder.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from reliability_helpers import assert_clean_failure, cli_env, tspipe, write_params
+
+
+def _text(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    (tmp / "notes.db").write_text("just some notes, not a database\n")
+    return f"sqlite:///{tmp / 'notes.db'}", ("not a SQLite database", "notes.db", "bytes")
+
+
+def _newer(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    with sqlite3.connect(tmp / "newer.db") as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES ('ffff9999')")
+    return f"sqlite:///{tmp / 'newer.db'}", (
+        "created by a newer tspipe (revision 'ffff9999' unknown", "upgrade tspipe")
+
+
+def _empty(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    with sqlite3.connect(tmp / "empty.db") as db:  # a real (non-zero) file, no tables
+        db.execute("CREATE TABLE t (x)")
+        db.execute("DROP TABLE t")
+    return f"sqlite:///{tmp / 'empty.db'}", ("not migrated", "run `tspipe catalog upgrade`")
+
+
+def _other_app(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    with sqlite3.connect(tmp / "recipes.db") as db:
+        db.execute("CREATE TABLE recipes (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE ingredients (id INTEGER PRIMARY KEY, name TEXT)")
+    return f"sqlite:///{tmp / 'recipes.db'}", (
+        "is not a tspipe catalog", "no alembic_version", "ingredients, recipes")
+
+
+def _directory(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    (tmp / "folder.db").mkdir()
+    return f"sqlite:///{tmp / 'folder.db'}", ("folder.db is a directory",
+                                              "not a SQLite database file")
+
+
+def _postgres_refused(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return (f"postgresql://tspipe:hunter2@127.0.0.1:{port}/catalog",
+            ("cannot open catalog", f"tspipe:***@127.0.0.1:{port}", "refused",
+             "check that the server runs"))
+
+
+CASES = {"text-file": _text, "newer-revision": _newer, "never-upgraded": _empty,
+         "other-app-db": _other_app, "directory": _directory,
+         "postgres-refused": _postgres_refused}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory whose ingest needs no synth: one hand-written annotation file."""
+    root = tmp_path_factory.mktemp("bad-catalogs") / "run"
+    (root / "src").mkdir(parents=True)
+    database = {"v1": {"subset": "training", "duration": 20.0, "url": "v1.mp4",
+                       "annotations": [{"segment": [1.0, 4.0], "label": "a"}]}}
+    (root / "src" / "ann.json").write_text(json.dumps({"database": database}))
+    write_params(root, synth={"enabled": False},
+                 dataset={"annotations": "src/ann.json", "name": "badcatalogs"})
+    return root
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_bad_catalog_is_a_named_error(kind: str, run_dir: Path, tmp_path: Path,
+                                      ledger) -> None:
+    url, needles = CASES[kind](tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    listed = tspipe(run_dir, "catalog", "list", "--url", url)
+    out = assert_clean_failure(listed, *needles)
+    staged = tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
+                    env=cli_env(TSPIPE_CATALOG_URL=url))
+    out += assert_clean_failure(staged, *needles)
+    assert "hunter2" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created there
+    ledger.record("bad_input", f"catalog-{kind}")
+
+
+def test_upgrade_does_not_create_a_missing_folder(run_dir: Path, tmp_path: Path,
+                                                  ledger) -> None:
+    missing = tmp_path / "some" / "missing" / "dir"
+    proc = tspipe(run_dir, "catalog", "upgrade", "--url", f"sqlite:///{missing / 'c.db'}")
+    assert_clean_failure(proc, f"folder {missing} does not exist")
+    assert not (tmp_path / "some").exists()
+    ledger.record("bad_input", "catalog-missing-folder")
