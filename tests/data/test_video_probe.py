@@ -13,7 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tspipe.data.video import available_backends, probe
+from tspipe.data.video import available_backends, open_reader, probe
+from tspipe.data.video.probe import MIN_DECODED_FRACTION, expected_frames
 from tspipe.doors.cli_probe import probe_command
 from tspipe.errors import VideoError
 
@@ -154,6 +155,26 @@ def test_bad_files_say_why(bad_files, kind, reason):
         probe(path, video_id="v1")
     assert caught.value.path == str(path) and caught.value.video_id == "v1"
     assert reason in str(caught.value)
+
+
+# What each real sample's header leads one to expect, and from where: the decoded-frame
+# fraction rule (MIN_DECODED_FRACTION) must keep all six. tree.avi counts 444 frames in its
+# header, but 376 of them are empty "drop frame" chunks: its 68 indexed pictures are what
+# it holds.
+EXPECTED = {"bikes.mp4": (250, "the header's frame count"),
+            "box.mp4": (456, "the header's frame count"),
+            "vtest.avi": (795, "the AVI index's non-empty entries"),
+            "tree.avi": (68, "the AVI index's non-empty entries"),
+            "cityCC0.mpg": (190, "the header's 7.600 s at 25.000 fps"),
+            "cup_vp9.webm": (217, "the header's 8.114 s at 26.777 fps")}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_expected_frames_of_the_real_samples(samples, name):
+    with open_reader(samples / name) as reader:
+        count, source = expected_frames(reader.header)
+    assert (count, source) == EXPECTED[name]
+    assert probe(samples / name).frames_decoded >= MIN_DECODED_FRACTION * count
 
 
 def test_missing_file(tmp_path):

@@ -78,3 +78,57 @@ def test_duplicate_ids_refused(videos, sampler, tiny):
     with pytest.raises(StageError, match="duplicate"):
         extract_features([videos[0], videos[0]], tiny, tiny.input_spec, sampler,
                          writer=MemoryWriter(), workers=0, device="cpu")
+
+
+class NaNAt(torch.nn.Module):
+    """Wraps an encoder; the features of its ``calls``-th forward passes (0-based) are NaN."""
+
+    def __init__(self, inner: torch.nn.Module, calls: set[int]) -> None:
+        super().__init__()
+        self.inner, self.calls, self.n = inner, calls, 0
+        self.input_spec = inner.input_spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if self.n in self.calls:
+            out = torch.full_like(out, float("nan"))
+        self.n += 1
+        return out
+
+
+def test_a_video_with_nan_features_fails_by_name_and_the_others_go_on(videos, sampler, tiny):
+    # One clip per forward pass, videos in order (long: 3 clips, odd: 2, ...): pass 3 is
+    # odd's first clip.
+    writer = MemoryWriter()
+    rec = Recorder()
+    result = extract_features(videos, NaNAt(tiny, {3}), tiny.input_spec, sampler,
+                              writer=writer, batch_size=1, workers=0, device="cpu",
+                              reporter=rec)
+    assert list(result.failed) == ["odd"]
+    assert result.failed["odd"].startswith(f"128 of {2 * 128} feature values are not "
+                                           "finite (NaN or inf), in 1 of 2 clips")
+    assert result.written == ["long", "exact", "short"] and "odd" not in writer.features
+    assert any("'odd' failed" in c[1] for c in rec.calls if c[0] == "message")
+    assert sum(c[2] for c in rec.calls if c[0] == "advance") == len(videos)
+    # A rerun tries only the failed video again.
+    again = extract_features(videos, tiny, tiny.input_spec, sampler, writer=writer,
+                             batch_size=1, workers=0, device="cpu")
+    assert (again.written, sorted(again.skipped)) == (["odd"], ["exact", "long", "short"])
+
+
+def test_features_past_float16s_range_are_refused_not_stored_as_inf(videos, sampler, tiny):
+    class Loud(torch.nn.Module):  # features far past float16's largest value (65504)
+        input_spec = tiny.input_spec
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return tiny(x) * 1e9 + 1e9
+
+    half = MemoryWriter()
+    result = extract_features(videos[:2], Loud(), tiny.input_spec, sampler, writer=half,
+                              workers=0, device="cpu", dtype="float16")
+    assert sorted(result.failed) == ["long", "odd"] and half.features == {}
+    assert "exceed float16's range" in result.failed["long"]
+    full = MemoryWriter()
+    result = extract_features(videos[:2], Loud(), tiny.input_spec, sampler, writer=full,
+                              workers=0, device="cpu", dtype="float32")
+    assert result.failed == {} and all(np.isfinite(f).all() for f in full.features.values())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tspipe.data.clip_sampler import ClipSampler
+from tspipe.errors import ShapeError
 from tspipe.extract.export import export_csv, export_npy
 from tspipe.extract.writers import H5FeatureWriter
 from tspipe.localize.feature_files import FeatureError, load_features, match_id
@@ -133,3 +134,57 @@ def test_match_id_prefers_exact_key() -> None:
     assert match_id("v_abc", {"abc"}) == "abc"
     assert match_id("abc", {"v_abc"}) == "v_abc"
     assert match_id("abc", {"v_v_abc"}) is None
+
+
+def _version(folder, widths: dict[str, int], feature_dim: int | None = 3) -> None:
+    """A version folder: one shard per video of the given widths, and its index."""
+    videos = {}
+    for i, (video_id, dim) in enumerate(widths.items()):
+        shard = f"shard-{i:05d}.h5"
+        with H5FeatureWriter(folder / shard, ATTRS, compression=None) as writer:
+            writer.write(video_id, _features(2, dim=dim), SAMPLER.windows(32))
+        videos[video_id] = {"status": "ok", "shard": shard, "num_clips": 2}
+    index = {"feature_version": "abc123", "videos": videos}
+    if feature_dim is not None:
+        index["feature_dim"] = feature_dim
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+def test_whole_refuses_what_a_lenient_read_leaves_out(tmp_path) -> None:
+    folder = tmp_path / "v"
+    _version(folder, {"a": 3, "b": 3, "c": 3})
+    assert len(load_features(folder, whole=True)) == 3
+
+    # A shard cut short: read leniently, its video is left out; whole, refused by name.
+    shard = folder / "shard-00001.h5"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    assert list(load_features(folder).bad) == ["b"]
+    with pytest.raises(FeatureError, match=r"not a whole feature version: of the videos "
+                       r"asked for, 1 cannot be used \(b: .*shard-00001\.h5: cannot read"):
+        load_features(folder, whole=True)
+    shard.write_bytes(data)
+    # A video the index lists as failed, and one asked for that it lacks.
+    index = json.loads((folder / "index.json").read_text())
+    index["videos"]["c"] = {"status": "failed", "shard": None, "reason": "NaN features"}
+    (folder / "index.json").write_text(json.dumps(index))
+    with pytest.raises(FeatureError, match=r"1 cannot be used \(c: extraction failed: NaN "
+                       r"features\); 1 are not in it \(gone\)"):
+        load_features(folder, ["a", "c", "gone"], whole=True)
+
+
+def test_whole_refuses_features_of_another_width(tmp_path) -> None:
+    _version(tmp_path / "indexed", {"a": 3, "b": 4, "c": 3})
+    with pytest.raises(ShapeError, match=r"shard-00001\.h5: video 'b': features 4 wide, "
+                       r"expected 3 \(.*: its index\.json says feature_dim 3\)"):
+        load_features(tmp_path / "indexed", whole=True)
+    # Every video 4 wide where the index says 3: the index decides.
+    _version(tmp_path / "all", {"a": 4, "b": 4}, feature_dim=3)
+    with pytest.raises(ShapeError, match="2 of 2 videos have another width"):
+        load_features(tmp_path / "all", whole=True)
+    # No feature_dim recorded (an index from before it was): the most common width.
+    _version(tmp_path / "old", {"a": 3, "b": 4, "c": 3}, feature_dim=None)
+    with pytest.raises(ShapeError, match=r"features 4 wide, expected 3 \(.*2 of its 3 "
+                       r"videos are 3 wide\)"):
+        load_features(tmp_path / "old", whole=True)
+    assert len(load_features(tmp_path / "old")) == 3  # a lenient read reads what is there

@@ -30,6 +30,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     root = tmp_path / "run"
     root.mkdir()
     write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
+                 pretrain={"enabled": False},  # features from seeded random weights
                  extract={"workers": 0, "batch_size": 16},
                  localize={"temporal_scale": 16, "epochs": 2})
     params, run_paths = load_params(root / "params.yaml"), RunPaths.at(root)
@@ -95,6 +96,7 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
                                             "not_a_validation_video": [0.1, 0.9]}}
     (root / "scores.json").write_text(json.dumps(external))
     write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
+                 pretrain={"enabled": False},  # features from seeded random weights
                  extract={"workers": 0, "batch_size": 16},
                  localize={"temporal_scale": 16, "epochs": 1, "methods": ["bmn"],
                            "class_scores": "scores.json"})

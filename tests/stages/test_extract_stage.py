@@ -28,6 +28,8 @@ TINY = {"videos": 3, "classes": 2, "seed": 1, "min_duration": 20.0, "max_duratio
         "min_action": 3.0, "max_action": 5.0}
 RUN = {"workers": 0, "batch_size": 16, "shard_size": 2}
 EXTRACT = f"extract@{VARIANT}"
+# Extraction from seeded random weights: no pretrain stage (its missing encoder is refused).
+NO_PRETRAIN = {"enabled": False}
 
 
 def _run(root, *stages, **kw):
@@ -42,7 +44,7 @@ def _run(root, *stages, **kw):
 def decoded(tmp_path, repo_root):
     root = tmp_path / "run"
     root.mkdir()
-    write_params(root, repo_root, synth=TINY, gvf=RUN,
+    write_params(root, repo_root, synth=TINY, gvf=RUN, pretrain=NO_PRETRAIN,
                  extract={**RUN, "export": ["npy", "h5"], "export_id_prefix": "v_"})
     _run(root, "synth", "ingest", "download", "decode")
     return root
@@ -134,6 +136,7 @@ def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_ro
                                                  ["label"]}]}
     (root / "data/synth/synthactions.json").write_text(json.dumps(ann))
     write_params(root, repo_root, synth={**TINY, "enabled": False}, gvf=RUN,
+                 pretrain=NO_PRETRAIN,
                  extract={**RUN, "export": ["npy", "h5"], "export_id_prefix": "v_"})
     second = _run(root, "ingest", "download", "decode", EXTRACT)
 
@@ -164,18 +167,31 @@ def test_shards_one_by_one_then_a_video_that_cannot_be_read(decoded):
     assert full.ok == 3 and full.shards == 2
 
     # A standardized copy damaged after decode: that video fails with a reason naming
-    # it, the others are extracted (a new version: nothing changed that the id sees,
-    # so start from a fresh features folder).
+    # it, the others are extracted, and the version (whole: a video's own input failed,
+    # not the encoder) becomes current (a fresh features folder: nothing changed that the
+    # id sees, so it is the same version).
     shutil.rmtree(root / "features" / VARIANT)
     report = json.loads((root / "data/reports/decode_report.json").read_text())
     victim = report["videos"][1]
     path = root / victim["standardized"]["path"]
-    path.write_bytes(path.read_bytes()[:2000])
-    result = _run(root, EXTRACT)
-    assert (result.ok, result.failed) == (2, 1)
-    index = json.loads(result.index.read_text())
+    whole = path.read_bytes()
+    path.write_bytes(whole[:2000])
+    partial = _run(root, EXTRACT)
+    assert (partial.ok, partial.failed) == (2, 1)
+    current = root / "features" / VARIANT / "current.json"
+    assert json.loads(current.read_text())["feature_version"] == partial.feature_version
+    index_file = partial.index
+    index = json.loads(index_file.read_text())
     failed = index["videos"][victim["video_id"]]
     assert failed["status"] == "failed" and victim["video_id"] in failed["reason"]
+    assert [v["status"] for k, v in index["videos"].items() if k != victim["video_id"]] == \
+        ["ok", "ok"]
     with _catalog(root) as cat:
-        rows = cat.feature_videos(result.feature_version, status="failed")
+        rows = cat.feature_videos(partial.feature_version, status="failed")
     assert [r.video_id for r in rows] == [victim["video_id"]] and rows[0].reason
+
+    # A rerun keeps the version as it is: the failure is the video's (its input), and
+    # trying it again would rewrite a finished shard on every run.
+    before = {p.name: p.stat().st_mtime_ns for p in index_file.parent.glob("shard-*")}
+    assert _run(root, EXTRACT).failed == 1
+    assert {p.name: p.stat().st_mtime_ns for p in index_file.parent.glob("shard-*")} == before

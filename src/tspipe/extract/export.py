@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from tspipe.errors import StageError
-from tspipe.extract.writers import plain_attrs
+from tspipe.extract.writers import fsync_path, plain_attrs
 from tspipe.io import atomic_path, atomic_write_bytes, atomic_write_json, safe_id
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,15 @@ def merge_h5(parts: Sequence[str | Path], out: str | Path, *,
             if key in seen:
                 raise StageError(f"video {key!r} is in both {seen[key]} and {part}")
             seen[key] = part
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
-        dst.attrs.update(first_attrs)
-        for part in parts:
-            with h5py.File(part, "r") as src:
-                for key in src:
-                    ds = dst.create_dataset(key, data=src[key][()], compression=compression)
-                    ds.attrs.update(src[key].attrs)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as dst:
+            dst.attrs.update(first_attrs)
+            for part in parts:
+                with h5py.File(part, "r") as src:
+                    for key in src:
+                        ds = dst.create_dataset(key, data=src[key][()],
+                                                compression=compression)
+                        ds.attrs.update(src[key].attrs)
+        fsync_path(tmp)
     log.info("merged %d videos from %d files into %s", len(seen), len(parts), out)
     return Path(out)

@@ -27,7 +27,8 @@ from tspipe.data.clip_sampler import ClipSampler, Window
 from tspipe.errors import StageError
 from tspipe.extract.loader import VideoInput
 from tspipe.extract.runner import ExtractResult, extract_features
-from tspipe.extract.writers import PartStore, PartsWriter
+from tspipe.extract.shards import count_non_finite
+from tspipe.extract.writers import PartStore, PartsWriter, fsync_path
 from tspipe.io import atomic_path
 from tspipe.models.spec import InputSpec
 from tspipe.reporting import Reporter
@@ -103,15 +104,22 @@ def extract_gvf(videos: Sequence[VideoInput], model: nn.Module, spec: InputSpec,
 def merge_gvf(shards: Sequence[str | Path], out: str | Path, *,
               attrs: Mapping[str, Any] | None = None) -> Path:
     """GVF shard files -> one GVF file in the released format, written atomically; a
-    video id in two shards is refused."""
+    video id in two shards, or a vector holding NaN or inf (shards written before the
+    runner refused those), is refused."""
     vectors: dict[str, np.ndarray] = {}
     for shard in shards:
         for key, vector in read_gvf(shard).items():
             if key in vectors:
                 raise StageError(f"{shard}: video {key!r} is in another GVF shard too")
+            if bad := count_non_finite(vector):
+                raise StageError(f"{shard}: video {key!r}: {bad} of the {vector.size} GVF "
+                                 "values are NaN or inf; delete the shard and its report "
+                                 "(.json beside it) to extract it again")
             vectors[key] = vector
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(dict(attrs or {}))
-        for key in sorted(vectors):
-            write_gvf_dataset(f, key, vectors[key])
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(dict(attrs or {}))
+            for key in sorted(vectors):
+                write_gvf_dataset(f, key, vectors[key])
+        fsync_path(tmp)
     return Path(out)

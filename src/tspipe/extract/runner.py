@@ -38,6 +38,7 @@ from tspipe.data.clip_sampler import ClipSampler, Window
 from tspipe.errors import ConfigError, StageError
 from tspipe.extract.loader import ClipBatch, VideoInput, make_loader
 from tspipe.extract.preprocess import CHUNK_BYTES, Mode, Preprocess, gather_clips
+from tspipe.extract.shards import count_non_finite
 from tspipe.models.spec import InputSpec
 from tspipe.reporting import NullReporter, Reporter
 from tspipe.runtime import Amp, autocast, resolve_device
@@ -138,6 +139,17 @@ def encode(model: nn.Module, clips: Tensor) -> Tensor:
     return forward(clips) if callable(forward) else model(clips)
 
 
+def _not_finite(features: np.ndarray) -> str | None:
+    """Why ``features (num_clips, D)`` are not numbers a version may hold, or None."""
+    bad = count_non_finite(features)
+    if not bad:
+        return None
+    clips = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+    return (f"{bad} of {features.size} feature values are not finite (NaN or inf), in "
+            f"{clips} of {len(features)} clips: the encoder's weights hold NaN/inf, or its "
+            f"outputs exceed {features.dtype}'s range; nothing written for this video")
+
+
 def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: InputSpec,
                      sampler: ClipSampler, *, writer: FeatureWriter, mode: Mode = "reference",
                      resize: tuple[int, int] | None = None, batch_size: int = ENCODER_BATCH_SIZE,
@@ -152,7 +164,8 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
     :func:`~tspipe.extract.preprocess.default_resize`). Features are handed to the writer
     as ``dtype`` (float32 or float16). ``preprocess_on``: in the loader's workers
     (``host``) or on ``device`` (``auto``: on CUDA); see the module docstring. A video
-    that fails to decode is reported in ``failed`` and written nowhere; the others go on.
+    that fails to decode, or whose features hold NaN or inf, is reported in ``failed`` and
+    written nowhere; the others go on.
     """
     reporter = reporter or NullReporter()
     device = resolve_device(device)
@@ -217,8 +230,16 @@ def extract_features(videos: Sequence[VideoInput], model: nn.Module, spec: Input
                 windows = wins.pop(video_id)
                 if [w.index for w in windows] != list(range(len(windows))):
                     raise StageError(f"video {video_id!r}: windows arrived out of order")
-                writer.write(video_id, np.stack(feats.pop(video_id)).astype(dtype), windows)
-                written.append(video_id)
+                # Cast quietly: an overflow to inf (float16) is caught just below, by name.
+                with np.errstate(over="ignore"):
+                    features = np.stack(feats.pop(video_id)).astype(dtype)
+                if why := _not_finite(features):  # checked as stored: float16 can overflow
+                    failed[video_id] = why
+                    reporter.message(f"extract: video {video_id!r} failed: {why}",
+                                     logging.WARNING)
+                else:
+                    writer.write(video_id, features, windows)
+                    written.append(video_id)
                 reporter.advance(TASK)
             elapsed = time.perf_counter() - started
             reporter.metric("extract/clips_per_s", clips / elapsed if elapsed else 0.0, step)

@@ -90,13 +90,20 @@ class PartStore:
         self.parts_dir = self.out.with_name(self.out.name + ".parts")
         self.attrs = json.loads(json.dumps(dict(attrs)))  # plain, as it reads back
         if self.out.exists():
-            with h5py.File(self.out, "r") as f:
+            with self._open_out() as f:
                 self._check_same(plain_attrs(f.attrs), self.out)
         attrs_file = self.parts_dir / ATTRS_FILE
         if attrs_file.exists():
             self._check_same(json.loads(attrs_file.read_text(encoding="utf-8")), attrs_file)
         else:
             atomic_write_json(attrs_file, self.attrs)
+
+    def _open_out(self) -> h5py.File:
+        try:
+            return h5py.File(self.out, "r")
+        except OSError as exc:
+            raise StageError(f"{self.out}: not a readable HDF5 file, cut short or damaged "
+                             f"({exc}); delete it to extract its videos again") from None
 
     def _check_same(self, found: Mapping[str, Any], where: Path) -> None:
         diff = sorted(k for k in set(found) | set(self.attrs) if found.get(k) != self.attrs.get(k))
@@ -113,7 +120,7 @@ class PartStore:
     def done_ids(self) -> set[str]:
         done = self.part_ids()
         if self.out.exists():
-            with h5py.File(self.out, "r") as f:
+            with self._open_out() as f:
                 done |= set(f.keys())
         return done
 
@@ -124,7 +131,7 @@ class PartStore:
             with h5py.File(tmp, "w") as f:
                 f.attrs.update(self.attrs)
                 fill(f)
-            _fsync(tmp)
+            fsync_path(tmp)
         return dest
 
     def merge(self, *, skip_existing: bool = True) -> Path:
@@ -141,13 +148,16 @@ class PartStore:
                                 if key in dst and skip_existing:
                                     continue  # merged before a kill; same video
                                 src.copy(src[key], dst, name=key)
-                _fsync(tmp)
+                fsync_path(tmp)
             log.info("merged %d video parts into %s", len(parts), self.out)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return self.out
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a closed file's data to disk before it is renamed into place: a rename is
+    journaled, the data not, so after a power loss an unsynced file could be renamed over
+    the finished one and hold nothing."""
     with path.open("rb+") as fh:
         os.fsync(fh.fileno())
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from tspipe.errors import TspipeError
+from tspipe.errors import ShapeError, TspipeError
 from tspipe.extract.export import SIDECAR, read_csv_features
 from tspipe.extract.writers import plain_attrs
 from tspipe.localize.features import ClipTiming, FeatureSet, VideoFeatures
@@ -62,6 +63,7 @@ class _Catalog:
     entries: dict[str, _Entry]
     failed: dict[str, str]  # key -> reason the extraction gave
     sidecar: dict[str, Any]
+    feature_dim: int | None = None  # the width the source declares (an index's feature_dim)
 
 
 def match_id(video_id: str, keys: Container[str]) -> str | None:
@@ -74,7 +76,8 @@ def match_id(video_id: str, keys: Container[str]) -> str | None:
     return other if other in keys else None
 
 
-def load_features(source: str | Path, video_ids: Iterable[str] | None = None) -> FeatureSet:
+def load_features(source: str | Path, video_ids: Iterable[str] | None = None, *,
+                  whole: bool = False) -> FeatureSet:
     """Features of ``video_ids`` (all the source holds when None) from any layout above.
 
     Ids match exactly or up to ActivityNet's ``v_`` prefix, both ways: a file keyed
@@ -83,6 +86,11 @@ def load_features(source: str | Path, video_ids: Iterable[str] | None = None) ->
     the source and them. A dataset that is not 2-D, empty, not numeric, holds NaN/inf,
     or whose timing does not match its rows, and a video whose extraction failed, go to
     ``bad`` (id -> reason) with a warning; the other videos are read.
+
+    ``whole=True`` (a feature version about to be trained and scored on) refuses instead:
+    :class:`~tspipe.errors.ShapeError` for a video whose width is not the source's (its
+    index's ``feature_dim``, else the width most of its videos have),
+    :class:`FeatureError` for any missing or bad video: nothing is silently left out.
     """
     path = Path(source)
     catalog = _catalog(path)
@@ -106,6 +114,10 @@ def load_features(source: str | Path, video_ids: Iterable[str] | None = None) ->
             data, attrs = outcome
             result.videos[video_id] = VideoFeatures(video_id, key, data, _timing_of(
                 attrs, data.shape[0]))
+    if whole:
+        _check_widths(result, catalog, path)
+        if result.missing or result.bad:
+            raise FeatureError(_not_whole(path, result))
     if result.missing:
         log.warning("%s: %d requested videos have no features: %s", path,
                     len(result.missing), _shown(result.missing))
@@ -113,6 +125,45 @@ def load_features(source: str | Path, video_ids: Iterable[str] | None = None) ->
         log.warning("%s: %d videos skipped: %s", path, len(result.bad),
                     _shown([f"{k} ({v})" for k, v in result.bad.items()]))
     return result
+
+
+def _check_widths(result: FeatureSet, catalog: _Catalog, path: Path) -> None:
+    """ShapeError naming the first video whose width is not the source's (its index's
+    ``feature_dim``, else the width most of its videos have)."""
+    widths = {v: f.features.shape[1] for v, f in result.videos.items()}
+    if not widths:
+        return
+    if catalog.feature_dim:
+        expected = catalog.feature_dim
+        said = f"its {INDEX_FILE} says feature_dim {expected}"
+    else:  # the most common width; a tie goes to the first video's
+        counts = Counter(widths.values())
+        expected = max(counts, key=counts.__getitem__)
+        said = f"{counts[expected]} of its {len(widths)} videos are {expected} wide"
+    odd = {v: w for v, w in widths.items() if w != expected}
+    if not odd:
+        return
+    first = next(iter(odd))
+    raise ShapeError(
+        f"{catalog.entries[result.videos[first].key].file}: video {first!r}: features "
+        f"{odd[first]} wide, expected {expected} ({path}: {said}); {len(odd)} of "
+        f"{len(widths)} videos have another width "
+        f"({_shown([f'{v}: {w}' for v, w in odd.items()])}). Features of another encoder, "
+        "or a damaged version: extract it again (delete the folder and run the extract "
+        "stage), or point at features of one width")
+
+
+def _not_whole(path: Path, result: FeatureSet) -> str:
+    parts = []
+    if result.bad:
+        parts.append(f"{len(result.bad)} cannot be used "
+                     f"({_shown([f'{k}: {v}' for k, v in result.bad.items()])})")
+    if result.missing:
+        parts.append(f"{len(result.missing)} are not in it ({_shown(result.missing)})")
+    return (f"{path}: not a whole feature version: of the videos asked for, "
+            f"{'; '.join(parts)}. Nothing is left out silently: run the extract stage "
+            "again (it repairs unreadable shards and retries failed videos), or point at "
+            "a whole version")
 
 
 def _shown(items: Sequence[str]) -> str:
@@ -168,9 +219,11 @@ def _h5_entries(files: Sequence[Path]) -> dict[str, _Entry]:
 
 
 def _index_catalog(index_file: Path) -> _Catalog:
-    videos = _read_json(index_file).get("videos")
+    doc = _read_json(index_file)
+    videos = doc.get("videos")
     if not isinstance(videos, dict):
         raise FeatureError(f"{index_file}: field 'videos': an object expected")
+    dim = doc.get("feature_dim")
     entries, failed = {}, {}
     for video_id, info in videos.items():
         if isinstance(info, dict) and info.get("status") == "ok" and info.get("shard"):
@@ -178,7 +231,8 @@ def _index_catalog(index_file: Path) -> _Catalog:
         else:
             reason = info.get("reason") if isinstance(info, dict) else None
             failed[video_id] = str(reason or "no shard in the index")
-    return _Catalog(entries, failed, {})
+    return _Catalog(entries, failed, {},
+                    feature_dim=dim if isinstance(dim, int) and dim > 0 else None)
 
 
 _Read = tuple[np.ndarray, dict[str, Any]] | str  # (features, attributes) or why not

@@ -62,15 +62,19 @@ class CompareStageResult:
 
 def _scores(paths: RunPaths) -> tuple[str | None, dict[str, dict[str, float]] | None]:
     version = None
-    if paths.features_current.exists():
-        version = json.loads(paths.features_current.read_text(encoding="utf-8"))[
-            "feature_version"]
+    current = paths.features_current
+    if current.exists():
+        try:
+            version = str(json.loads(current.read_text(encoding="utf-8"))["feature_version"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise StageError(f"{current}: field 'feature_version' unreadable ({exc}); rerun "
+                             "its extract stage") from None
     metrics = paths.metrics("localize")
     if not metrics.exists():
         return version, None
     try:
         return version, json.loads(metrics.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StageError(f"{metrics}: not valid JSON ({exc}); rerun its evaluate stage") from None
 
 

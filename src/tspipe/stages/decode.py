@@ -3,10 +3,13 @@ and index the set into clip tables.
 
 Per video (batched, resumable): ``data/reports/decode/<id>.json`` holds the probe of the
 original, the probe of the standardized copy (``data/standardized/<id>.mp4``) or the
-reason it failed. ``finalize`` merges them into ``data/reports/decode_report.json`` and
-builds ``data/clips/groundtruth.parquet`` (TSP's segment table, for training) and
-``data/clips/windows.parquet`` (sliding windows, for extraction) from the videos that
-decoded, with their decoded durations.
+reason it failed: a file that cannot be opened or decoded, or that decodes to almost
+nothing (:data:`tspipe.data.video.probe.MIN_DECODED_FRACTION`: a wrong timescale in its
+header; a single picture), fails by name and is left out of the tables, of GVF, training
+and extraction; the others go on. ``finalize`` merges them into
+``data/reports/decode_report.json`` and builds ``data/clips/groundtruth.parquet`` (TSP's
+segment table, for training) and ``data/clips/windows.parquet`` (sliding windows, for
+extraction) from the videos that decoded, with their decoded durations.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ log = logging.getLogger(__name__)
 
 # Annotation and decoded durations further apart than this are reported (seconds).
 DURATION_TOLERANCE_S = 0.5
+# The checks a video's report has passed (tspipe.data.video.probe's refusals). A report
+# marked ``ok`` without this value was written before the latest check (the decoded-frame
+# fraction, MIN_DECODED_FRACTION): its original is probed again, and its standardized copy
+# kept if it passes (decode_settings, which feature versions hash, are not touched).
+CHECKS = "decoded-fraction-1"
 
 
 @dataclass(frozen=True)
@@ -90,14 +98,24 @@ def batches(params: Params, paths: RunPaths) -> list[Batch]:
 
 
 def _done(params: Params, paths: RunPaths, video_id: str, sha256: str | None) -> bool:
+    report = _previous(params, paths, video_id, sha256)
+    return report is not None and (report["status"] != "ok" or report.get("checks") == CHECKS)
+
+
+def _previous(params: Params, paths: RunPaths, video_id: str, sha256: str | None
+              ) -> dict[str, Any] | None:
+    """The video's report if it is of this file and these settings, and its standardized
+    copy (if ok) is still there; else None (decoded again)."""
     path = _report_path(paths, video_id)
     if not path.exists():
-        return False
+        return None
     report = json.loads(path.read_text(encoding="utf-8"))
     if report.get("source_sha256") != sha256 or report.get("settings") != decode_settings(params):
-        return False
-    return report["status"] != "ok" or not params.decode.standardize or \
-        paths.resolve(report["standardized"]["path"]).exists()
+        return None
+    if report["status"] == "ok" and params.decode.standardize and \
+            not paths.resolve(report["standardized"]["path"]).exists():
+        return None
+    return report
 
 
 def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
@@ -107,13 +125,19 @@ def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
 
 def _decode_one(params: Params, paths: RunPaths, video_id: str, src: Path,
                 sha256: str | None) -> dict[str, Any]:
+    """Probe (which refuses a file too broken to use, by name) and standardize one video;
+    a report written before the latest checks only has its original probed again."""
     cfg = params.decode
+    previous = _previous(params, paths, video_id, sha256)
     report: dict[str, Any] = {"video_id": video_id, "source": str(src.relative_to(paths.root)),
-                              "source_sha256": sha256, "settings": decode_settings(params)}
+                              "source_sha256": sha256, "settings": decode_settings(params),
+                              "checks": CHECKS}
     try:
         original = probe(src, backend=cfg.backend, video_id=video_id)
         report["original"] = original.to_dict()
-        if cfg.standardize:
+        if previous is not None and previous["status"] == "ok" and cfg.standardize:
+            report["standardized"] = previous["standardized"]  # made from the same file
+        elif cfg.standardize:
             dst = paths.standardized / f"{safe_id(video_id)}.mp4"
             std = standardize(src, dst, fps=cfg.fps, short_side=cfg.short_side, gop=cfg.gop,
                               crf=cfg.crf, video_id=video_id)
@@ -167,7 +191,8 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> DecodeStage
     for vid, video in ann.videos.items():
         entry = entries.get(vid)
         if entry is None or entry.status != "ok":
-            why = f"download {entry.status}: {entry.reason}" if entry else "not downloaded"
+            why = (f"download {entry.status}: {entry.reason} (from {entry.source})" if entry
+                   else "not downloaded")
             reports[vid] = {"video_id": vid, "status": "not_downloaded", "reason": why}
             continue
         path = _report_path(paths, vid)

@@ -158,12 +158,19 @@ class _Inputs(NamedTuple):
 
 
 def _read_inputs(paths: RunPaths) -> _Inputs:
+    """The current version, whole: every video its index lists, readable, finite and of
+    one width, or a named error (FeatureError, ShapeError); never a silent subset."""
     if not paths.features_current.exists():
         raise StageError(f"{paths.features_current}: no features yet; run the extract stage")
-    current = json.loads(paths.features_current.read_text(encoding="utf-8"))
-    version = current["feature_version"]
+    try:
+        current = json.loads(paths.features_current.read_text(encoding="utf-8"))
+        version, folder = str(current["feature_version"]), str(current["dir"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise StageError(f"{paths.features_current}: not a current-version file (fields "
+                         f"'feature_version' and 'dir' expected: {exc}); run the extract "
+                         "stage again") from None
     ann = read_activitynet(paths.annotations)
-    return _Inputs(version, load_features(paths.resolve(current["dir"])), ann)
+    return _Inputs(version, load_features(paths.resolve(folder), whole=True), ann)
 
 
 def _ground_truth(ann: Annotations, val: LocalizationData) -> dict[str, Any]:

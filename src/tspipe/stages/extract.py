@@ -11,6 +11,16 @@ runs, ``persist: true``)::
 
 A shard resumes video by video (:class:`~tspipe.extract.writers.H5FeatureWriter` parts).
 
+**Whole and finite, or not current.** A video whose features hold NaN or inf fails by
+name (the runner writes nothing of it), like one that cannot be decoded. A finished shard
+found damaged when the stage plans (cut short, a video missing:
+:func:`tspipe.extract.shards.shard_problem`) is removed and extracted again, and a finished
+shard's non-finite videos are tried again on the next run. ``finalize`` writes the index of
+what there is. A video that fails for its own input is named in the index and left out;
+a version with non-finite features (or where every video failed) is not whole: it stops
+with a StageError naming each failure, before the exports and ``current.json``, which
+keeps naming the version it named.
+
 **Two streams (I3D).** With ``extract.flow_encoder`` set, ``extract.encoder`` is the RGB
 stream and the flow encoder reads the flow stage's files: each stream is a feature version
 of its own (``F/<rgb version>/``, ``F/<flow version>/``, the same ids as single-stream
@@ -35,6 +45,8 @@ the copy costs disk, never GPU time.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +56,14 @@ import h5py
 from tspipe.config import Params
 from tspipe.errors import StageError
 from tspipe.extract.export import export_csv, export_npy, merge_h5
+from tspipe.extract.shards import (
+    blocking,
+    not_whole,
+    prepare_shard,
+    retried,
+    shard_finished,
+    to_retry,
+)
 from tspipe.extract.writers import H5FeatureWriter
 from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
@@ -56,10 +76,18 @@ from tspipe.stages.encoder_runs import (
     ShardReport,
     encode_shard,
     encoder_inputs,
-    shard_done,
     shard_reports,
 )
-from tspipe.stages.extract_runs import TwoStream, concat_shard, make_run, two_stream
+from tspipe.stages.extract_runs import (
+    TwoStream,
+    concat_shard,
+    make_run,
+    reuse_old_features,
+    two_stream,
+    video_sha,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,11 +138,18 @@ def batches(params: Params, paths: RunPaths) -> list[Batch]:
     return make_run(params, paths).batches()
 
 
+def _finished(run: EncoderRun, batch: Batch) -> bool:
+    return shard_finished(run.shard_file(batch), run.shard_report(batch), stage="extract")
+
+
 def _done(run: EncoderRun, two: TwoStream | None, batch: Batch) -> bool:
-    """The shard is complete: the encoder's, or with two streams their concatenation's."""
+    """The shard is complete and readable: the encoder's, and with two streams the flow
+    encoder's and their concatenation's too (a damaged one is logged and not done)."""
     if two is None:
-        return shard_done(run, batch)
-    return two.shard_report(batch).exists() and two.shard_file(batch).exists()
+        return _finished(run, batch)
+    return (_finished(run, batch) and _finished(two.flow, two.flow_batch(batch))
+            and shard_finished(two.shard_file(batch), two.shard_report(batch),
+                               stage="extract"))
 
 
 def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
@@ -138,17 +173,26 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
         return written
     flow_batch = two.flow_batch(batch)
     written += _encode(two.flow, flow_batch, params, paths, reporter)
-    if not (two.shard_report(batch).exists() and two.shard_file(batch).exists()):
+    previous = prepare_shard(two.shard_file(batch), two.shard_report(batch),
+                             _say(reporter))
+    if previous is None or to_retry(previous):
         concat_shard(two, batch, flow_batch, params.extract.dtype, reporter)
     return written
 
 
+def _say(reporter: Reporter) -> Callable[[str], None]:
+    return lambda text: reporter.message(f"extract: {text}", logging.WARNING)
+
+
 def _encode(run: EncoderRun, batch: Batch, params: Params, paths: RunPaths,
             reporter: Reporter) -> int:
-    if shard_done(run, batch):
+    """The shard's videos, unless it is finished: a damaged shard is removed first and
+    extracted again, and a finished one's non-finite videos are tried again."""
+    shard, report = run.shard_file(batch), run.shard_report(batch)
+    previous = prepare_shard(shard, report, _say(reporter))
+    if previous is not None and not to_retry(previous):
         return 0
     cfg = params.extract
-    shard = run.shard_file(batch)
     videos = run.inputs(batch)
     with H5FeatureWriter(shard, run.base_attrs(), dtype=cfg.dtype) as writer:
         reused = reuse_old_features(run, writer, [v.video_id for v in videos], paths)
@@ -156,51 +200,17 @@ def _encode(run: EncoderRun, batch: Batch, params: Params, paths: RunPaths,
             reporter.message(f"extract: {len(reused)} videos of {shard.name} copied from "
                              "earlier versions with the same recipe")
         result = encode_shard(run, batch, writer, reporter, dtype=cfg.dtype)
-    ShardReport.of(run, batch, result, reused).save(run.shard_report(batch))
+    new = ShardReport.of(run, batch, result, reused)
+    if previous is not None:  # its failed videos tried again
+        new = ShardReport(**retried(previous, new.__dict__))
+    new.save(report)
     return len(result.written)
-
-
-def _video_sha(run: EncoderRun) -> dict[str, str | None]:
-    return {v.video_id: v.sha256 for v in run.videos}
-
-
-def reuse_old_features(run: EncoderRun, writer: H5FeatureWriter, ids: list[str],
-                       paths: RunPaths) -> dict[str, str]:
-    """Copy the datasets of ``ids`` that an earlier version with this run's recipe holds
-    for the same downloaded file; returns video id -> the version copied from."""
-    todo = set(ids) - writer.done_ids()
-    if not todo:
-        return {}
-    sha = _video_sha(run)
-    reused: dict[str, str] = {}
-    for index_file in sorted(paths.features_root.glob("*/index.json")):
-        if index_file.parent == run.out_dir or not todo:
-            continue
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-        if index.get("recipe") != run.recipe():
-            continue
-        for vid in sorted(todo):
-            entry = index["videos"].get(vid)
-            if not entry or entry["status"] != "ok" or entry.get("sha256") != sha[vid] \
-                    or sha[vid] is None:
-                continue
-            source = index_file.parent / entry["shard"]
-
-            def fill(f: h5py.File, source: Path = source, vid: str = vid) -> None:
-                with h5py.File(source, "r") as src:
-                    src.copy(src[vid], f, name=vid)
-                    f[vid].attrs.update(writer.store.attrs)  # this version's attributes
-
-            writer.store.write(vid, fill)
-            reused[vid] = index["feature_version"]
-            todo.discard(vid)
-    return reused
 
 
 def _index(out_dir: Path, reports: list[ShardReport], sha: dict[str, str | None],
            head: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]], int]:
-    """Write ``out_dir/index.json`` (``head`` + every video's outcome from the shards);
-    returns its path, the videos and the feature size."""
+    """Write ``out_dir/index.json`` (``head``, the feature size and every video's outcome
+    from the shards); returns its path, the videos and the feature size."""
     videos: dict[str, dict[str, Any]] = {}
     dims: set[int] = set()
     for report in reports:
@@ -217,8 +227,10 @@ def _index(out_dir: Path, reports: list[ShardReport], sha: dict[str, str | None]
     if len(dims) > 1:
         raise StageError(f"extract: version {head['feature_version'][:12]} holds features of "
                          f"several sizes {sorted(dims)}")
-    index = {**head, "videos": videos}
-    return atomic_write_json(out_dir / "index.json", index), videos, dims.pop() if dims else 0
+    dim = dims.pop() if dims else 0
+    # The width readers check every video against (evaluate refuses another).
+    index = {**head, "feature_dim": dim, "videos": videos}
+    return atomic_write_json(out_dir / "index.json", index), videos, dim
 
 
 def _version_summary(run: EncoderRun, reports: list[ShardReport]) -> dict[str, Any]:
@@ -228,7 +240,7 @@ def _version_summary(run: EncoderRun, reports: list[ShardReport]) -> dict[str, A
             "checkpoint_origin": run.origin, "params": run.id_params,
             "manifest_sha256": run.manifest_sha256, "code_version": run.code_version,
             "attrs": run.base_attrs()}
-    index, videos, dim = _index(run.out_dir, reports, _video_sha(run), head)
+    index, videos, dim = _index(run.out_dir, reports, video_sha(run), head)
     ok = [v for v in videos.values() if v["status"] == "ok"]
     return {"feature_version": run.version, "features_dir": run.out_dir, "index": index,
             "encoder": run.cfg.encoder,
@@ -262,7 +274,7 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
                 "checkpoint_origin": run.origin, "params": two.id_params,
                 "manifest_sha256": run.manifest_sha256, "code_version": two.code_version,
                 "attrs": two.attrs(), "sources": two.id_params["concat"]}
-        index, videos, dim = _index(two.out_dir, concat_reports, _video_sha(run), head)
+        index, videos, dim = _index(two.out_dir, concat_reports, video_sha(run), head)
         ok = [v for v in videos.values() if v["status"] == "ok"]
         main = {**main, "feature_version": two.version, "features_dir": two.out_dir,
                 "index": index, "encoder": two.encoder(), "params": two.id_params,
@@ -271,7 +283,9 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
         reports = [*reports, *flow_reports]
         out_dir = two.out_dir
     else:
+        concat_reports = []
         out_dir = run.out_dir
+    _refuse_not_whole(main, [*reports, *concat_reports], paths, run)
     shards = sorted(out_dir.glob(f"{SHARD_PREFIX}*.h5"))
     exports = _export(out_dir, shards, cfg.export, cfg.export_id_prefix)
     atomic_write_json(paths.features_current, {"feature_version": main["feature_version"],
@@ -290,6 +304,38 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> ExtractStag
                      + (f" (RGB {streams['rgb']['feature_version'][:12]} ++ flow "
                         f"{streams['flow']['feature_version'][:12]})" if streams else ""))
     return result
+
+
+def _refuse_not_whole(summary: dict[str, Any], reports: list[ShardReport],
+                      paths: RunPaths, run: EncoderRun) -> None:
+    """A version whose failures block it (non-finite features, or every video failed:
+    :func:`tspipe.extract.shards.blocking`) never becomes current: StageError naming them,
+    before exports and ``current.json`` (which keeps pointing where it did)."""
+    index = json.loads(Path(summary["index"]).read_text(encoding="utf-8"))
+    shard_of = {vid: r.shard for r in reports for vid in r.ids}
+    failed = blocking({vid: (shard_of.get(vid), str(v.get("reason")))
+                       for vid, v in index["videos"].items() if v["status"] != "ok"},
+                      len(index["videos"]))
+    if not failed:
+        return
+    current = paths.features_current
+    kept = (f"{current} still names version {_current_version(current)[:12]}"
+            if current.exists() else f"{current} is not written")
+    raise StageError(not_whole("extract", summary["feature_version"], failed,
+                               len(index["videos"]), f"Weights: {_weights(run)}. Each "
+                               f"failure is in {summary['index']}; {kept}"))
+
+
+def _weights(run: EncoderRun) -> str:
+    return (f"{run.checkpoint} ({run.origin})" if run.checkpoint is not None
+            else f"seeded random ({run.origin})")
+
+
+def _current_version(current: Path) -> str:
+    try:
+        return str(json.loads(current.read_text(encoding="utf-8"))["feature_version"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        return f"(unreadable: {exc})"
 
 
 def _export(out_dir: Path, shards: list[Path], formats: list[str], prefix: str) -> list[str]:

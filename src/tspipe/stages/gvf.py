@@ -7,6 +7,12 @@ paper; mean optionally). Shards ``data/gvf/<version>/shard-NNNNN.h5`` resume lik
 extraction's; ``finalize`` merges them into ``data/gvf/gvf.h5`` in the format of TSP's
 released GVF files (one ``(D,)`` float32 dataset per video id), which the pretrain stage
 reads and which TSP's own code can read.
+
+A damaged finished shard (cut short, a video missing) is found when the stage plans,
+removed and extracted again; a finished shard's non-finite videos are tried again on the
+next run. ``gvf.h5`` is replaced only by a whole set: a video whose features are NaN or
+inf (or every video failing) stops ``finalize`` with its name, and the previous file
+stays; a video that failed for its own input is named in its shard report and left out.
 """
 
 from __future__ import annotations
@@ -17,12 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params
+from tspipe.errors import StageError
 from tspipe.extract.gvf import GVFWriter, merge_gvf, read_gvf
+from tspipe.extract.shards import (
+    blocking,
+    not_whole,
+    prepare_shard,
+    retried,
+    shard_finished,
+    to_retry,
+)
 from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch, Stage
+from tspipe.stages.contract import Batch, Batching, Stage
 from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     EncoderRun,
@@ -30,12 +45,11 @@ from tspipe.stages.encoder_runs import (
     encode_shard,
     encoder_inputs,
     encoder_run,
-    shard_batching,
-    shard_done,
     shard_reports,
 )
 
 log = logging.getLogger(__name__)
+
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
     cfg = params.gvf
@@ -78,21 +92,53 @@ class GvfStageResult:
         return result_dict(self)
 
 
-def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
+def _finished(run: EncoderRun, batch: Batch) -> bool:
+    return shard_finished(run.shard_file(batch), run.shard_report(batch), stage="gvf")
+
+
+def batches(params: Params, paths: RunPaths) -> list[Batch]:
+    return make_run(params, paths).batches()
+
+
+def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
+    return _finished(make_run(params, paths), batch)
+
+
+def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+    """Every shard and whether it is done and readable (the encoder loaded once)."""
     run = make_run(params, paths)
-    if shard_done(run, batch):
+    return [(b, _finished(run, b)) for b in run.batches()]
+
+
+def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
+    """One shard, unless it is finished: a damaged one is removed and extracted again, a
+    finished one's non-finite videos are tried again."""
+    run = make_run(params, paths)
+    shard, report = run.shard_file(batch), run.shard_report(batch)
+    previous = prepare_shard(shard, report, lambda text: reporter.message(
+        f"gvf: {text}", logging.WARNING))
+    if previous is not None and not to_retry(previous):
         return 0
-    cfg = params.gvf
-    with GVFWriter(run.shard_file(batch), pooling=cfg.pooling,
-                   attrs=run.base_attrs()) as writer:
+    with GVFWriter(shard, pooling=params.gvf.pooling, attrs=run.base_attrs()) as writer:
         result = encode_shard(run, batch, writer, reporter)
-    ShardReport.of(run, batch, result, {}).save(run.shard_report(batch))
+    new = ShardReport.of(run, batch, result, {})
+    if previous is not None:  # its failed videos tried again
+        new = ShardReport(**retried(previous, new.__dict__))
+    new.save(report)
     return len(result.written)
 
 
 def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageResult:
     run = make_run(params, paths)
     reports = shard_reports(run)
+    failed = blocking({vid: (r.shard, why) for r in reports for vid, why in r.failed.items()},
+                      len(run.videos))
+    if failed:  # checked before gvf.h5 is touched: the previous one stays
+        kept = (f"{paths.gvf_file} stays as it was" if paths.gvf_file.exists()
+                else f"{paths.gvf_file} is not written")
+        raise StageError(not_whole("gvf", run.version, failed, len(run.videos),
+                                   f"Weights: {run.checkpoint or 'seeded random'}. The "
+                                   f"shard reports in {run.out_dir} hold each reason; {kept}"))
     shards = [run.out_dir / r.shard for r in reports]
     merge_gvf(shards, paths.gvf_file, attrs={**run.base_attrs(), "gvf_pooling":
                                              params.gvf.pooling})
@@ -119,6 +165,6 @@ STAGE = Stage(
     inputs=encoder_inputs("gvf"),
     outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
     code=("tspipe.stages.gvf", *ENCODER_CODE),
-    batching=shard_batching(make_run, run_batch, finalize),
+    batching=Batching(batches, run_batch, batch_done, finalize, status),
     enabled=lambda params: params.gvf.enabled,
 )

@@ -41,6 +41,9 @@ class VideoHeader:
     has_audio: bool
     file_size: int
     index_end: int | None  # the last byte the container's sample index points at
+    # Non-empty entries of that index (AVI leaves its empty "drop frame" chunks out of it;
+    # an MP4's is cut to its edit list); None where the container keeps none.
+    frames_indexed: int | None = None
 
     @property
     def nominal_step(self) -> float:
@@ -97,6 +100,7 @@ def read_header(container: av.container.InputContainer, path: str | Path) -> Vid
         has_audio=bool(container.streams.audio),
         file_size=path.stat().st_size,
         index_end=_index_end(stream),
+        frames_indexed=_frames_indexed(stream),
     )
 
 
@@ -113,6 +117,13 @@ def _index_end(stream: av.video.stream.VideoStream) -> int | None:
     if entries is None or len(entries) == 0:
         return None
     return max(e.pos + e.size for e in entries)
+
+
+def _frames_indexed(stream: av.video.stream.VideoStream) -> int | None:
+    entries = stream.index_entries
+    if entries is None or len(entries) == 0:
+        return None
+    return sum(1 for e in entries if e.size > 0) or None
 
 
 def _container_alias(names: str, path: Path) -> str:
@@ -134,7 +145,8 @@ def _why_unopenable(path: Path, exc: av.FFmpegError) -> str:
         return ("truncated or incomplete MP4: it has no 'moov' atom, the index an MP4 "
                 f"writer adds last, so the file was cut short or never finished{said}")
     if isinstance(exc, av.InvalidDataError):
-        return f"not a video file: FFmpeg recognises no media format in it (starts {head!r})"
+        return ("not a video file: FFmpeg recognises no media format in it "
+                f"({path.stat().st_size} bytes)")
     return f"cannot be opened: {exc}{said}"
 
 

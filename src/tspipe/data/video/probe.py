@@ -25,6 +25,21 @@ _COUNT_SIZE = (32, 32)
 _FPS_TOLERANCE = 0.01  # relative: header vs decoded average frame rate
 _STEP_TOLERANCE = 0.02  # relative to the median frame step, for "constant frame rate"
 
+# A file that decodes to less than this fraction of the frames its header leads one to
+# expect is refused. Real files lose a few frames at the end (box.mp4: 455 of 456; all six
+# samples of shared/data/videos keep >= 99.7 %, AVI's "drop frame" chunks left out, see
+# expected_frames), and a Matroska download cut in half still holds the video up to the
+# cut, frame for frame with true times (about 50 %: kept, with its duration warning). A
+# wrong timescale or edit list in an MP4 header leaves almost nothing: 1 of 164 frames
+# with the media timescale off x1000, 2 off x100, 17 off x10 (all under 11 %), and
+# standardizing would repeat those few pictures over the whole declared time (1 picture
+# for 43 s). A quarter sits between, with a factor of 2 of room on each side.
+MIN_DECODED_FRACTION = 0.25
+# One picture has no motion, and its duration is only the time the container shows it:
+# every clip of it would be that picture repeated. (A 5-frame, 0.5 s video is kept, with
+# a "shorter than one clip" warning: its frames move.)
+MIN_DECODED_FRAMES = 2
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -66,7 +81,9 @@ def probe(path: str | Path, *, backend: str | None = None, cross_check: bool = F
     ``backend`` decodes (None or ``"auto"``: the default, PyAV); ``cross_check`` also
     decodes with every other available backend and warns for each that gets another frame
     count or fails. Raises :class:`VideoError` for a file that is empty, truncated, not a
-    video, has no video stream or no decodable frame.
+    video, has no video stream or no decodable frame, and for one that decodes to fewer
+    than :data:`MIN_DECODED_FRAMES` frames or less than :data:`MIN_DECODED_FRACTION` of
+    the frames its header leads one to expect (:func:`expected_frames`).
     """
     path = Path(path)
     with open_reader(path, backend, video_id=video_id) as reader:
@@ -75,6 +92,8 @@ def probe(path: str | Path, *, backend: str | None = None, cross_check: bool = F
             raise VideoError(path, why, video_id=video_id)
         decoded = _decode_all(reader)
         name, rejected = reader.backend, reader.decode_errors
+    if why := too_few_frames(header, decoded.count):
+        raise VideoError(path, why, video_id=video_id)
     fps = decoded.count / decoded.duration if decoded.duration > 0 else header.fps or 0.0
     constant = decoded.backsteps == 0 and _uniform(decoded.steps, header.time_base)
     warnings = _warnings(header, decoded, fps, constant)
@@ -90,6 +109,40 @@ def probe(path: str | Path, *, backend: str | None = None, cross_check: bool = F
         frames_header=header.frames, frames_decoded=decoded.count,
         duration=round(decoded.duration, 6), has_audio=header.has_audio,
         warnings=tuple(warnings))
+
+
+def expected_frames(header: VideoHeader) -> tuple[int, str] | None:
+    """How many frames the header leads one to expect, and from what: an AVI's non-empty
+    index entries (its frame count also counts the empty "drop frame" chunks, each a
+    repeat of the picture before: tree.avi counts 444 and holds 68 pictures over its
+    29.6 s), else the container's frame count (an MP4's sample table), else duration x
+    frame rate; None where the header gives none of them."""
+    if header.container == "avi" and header.frames_indexed:
+        return header.frames_indexed, "the AVI index's non-empty entries"
+    if header.frames:
+        return header.frames, "the header's frame count"
+    duration = header.duration or header.container_duration
+    if duration and header.fps:
+        return (round(duration * header.fps),
+                f"the header's {duration:.3f} s at {header.fps:.3f} fps")
+    return None
+
+
+def too_few_frames(header: VideoHeader, decoded: int) -> str | None:
+    """Why ``decoded`` frames are too few to use the file (see :data:`MIN_DECODED_FRAMES`,
+    :data:`MIN_DECODED_FRACTION`), or None."""
+    expected = expected_frames(header)
+    if expected is not None and decoded < MIN_DECODED_FRACTION * expected[0]:
+        count, source = expected
+        return (f"only {decoded} of {count} frames decode ({decoded / count:.1%}; {count} "
+                f"from {source}), under the {MIN_DECODED_FRACTION:.0%} a usable file keeps: "
+                "a wrong timescale or edit list in its header, or a file mostly lost; "
+                "standardized, its few pictures would be repeated over the whole declared "
+                "time")
+    if decoded < MIN_DECODED_FRAMES:
+        return (f"only {decoded} frame decodes: a still picture, not a video (its duration "
+                "is only the time the container shows it, so every clip would repeat it)")
+    return None
 
 
 def _decode_all(reader: VideoReader) -> _Decoded:
