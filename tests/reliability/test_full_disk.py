@@ -21,7 +21,7 @@ from tspipe.stages import bind
 pytestmark = pytest.mark.slow
 
 STAGES = (["decode", "flow", "base", "gvf", "pretrain@main", "extract@main", "evaluate@main"]
-          if FULL else ["decode", "pretrain@main", "extract@main"])
+          if FULL else ["decode", "extract@main"])
 
 
 def _drop_outputs(root: Path, stage: str) -> int:
