@@ -219,7 +219,8 @@ def _mask(path: tuple[str, ...], value: Any) -> Any:
     return value
 
 
-def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str, ...]]) -> str:
+def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str, ...]],
+                  from_env: Mapping[tuple[str, ...], str] | None = None) -> str:
     lines = [f"{source}: invalid parameters"]
     for e in err.errors():
         path = tuple(str(p) for p in e["loc"])
@@ -232,7 +233,9 @@ def _format_error(err: ValidationError, source: str, secret_paths: set[tuple[str
             lines.append(f"  {msg.removeprefix('Value error, ')}")
             continue
         shown = "<hidden>" if path in secret_paths else repr(_mask(path, e.get("input")))
-        lines.append(f"  {key}: {msg} (got {shown})")
+        var = (from_env or {}).get(path)
+        lines.append(f"  {key}: {msg} (got {shown}"
+                     + (f", from the environment variable {var})" if var else ")"))
     return "\n".join(lines)
 
 
@@ -242,6 +245,7 @@ def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml",
     data: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v
                             for k, v in (raw or {}).items()}
     secret_paths: set[tuple[str, ...]] = set()
+    from_env: dict[tuple[str, ...], str] = {}
     env = os.environ if env is None else env
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
@@ -249,13 +253,14 @@ def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml",
             if not isinstance(sec, dict):
                 continue  # the section's own type error is reported by validation
             sec[key] = env[var]
+            from_env[(section, key)] = var
             if var in _SECRET_ENV:
                 secret_paths.add((section, key))
     try:
         context = {"catalog_url_from_env": ("catalog", "url") in secret_paths}
         return Params.model_validate(data, context=context)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source, secret_paths)) from None
+        raise ConfigError(_format_error(err, source, secret_paths, from_env)) from None
 
 
 def load_params(path: str | Path = "params.yaml", *,
@@ -268,7 +273,11 @@ def load_params(path: str | Path = "params.yaml", *,
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if raw is not None and not isinstance(raw, Mapping):
+    if not raw:  # nothing but comments, or {}: defaults would run without a word
+        raise ConfigError(f"{path}: no parameters in it (empty, only comments, or {{}}); "
+                          "start from the project's params.yaml, which lists every section "
+                          "with its defaults and comments")
+    if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, "
                           f"got {type(raw).__name__}")
     return parse_params(raw, source=str(path), env=env)

@@ -7,15 +7,36 @@ composes them into ``Params`` and is where the rest of tspipe imports them from.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction01 = Annotated[float, Field(ge=0, le=1)]
+
+
+def _device(value: str) -> str:
+    """What torch and :func:`tspipe.runtime.resolve_device` take: ``auto`` (CUDA when
+    available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``. Checked here, so that a typo (in
+    params.yaml or TSPIPE_DEVICE) fails before any work, not in the middle of a run."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError("not a device: use auto, cpu, cuda, cuda:N (N a GPU index) or mps")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class Section(BaseModel):
@@ -188,7 +209,7 @@ class PretrainConfig(Section):
     grad_accum_steps: PosInt = 1
     workers: NonNegInt = 2
     seed: NonNegInt = 0
-    device: str = "auto"
+    device: Device = "auto"
     # Train on this trimmed-clip corpus (ActivityNet JSON; each entry's url is its video,
     # relative to the file) instead of the pipeline's dataset: the base stage's Kinetics
     # role (data/synth/corpus/synthactions_corpus.json). None: the decode stage's segments.
@@ -239,7 +260,7 @@ class EncoderRunConfig(Section):
     batch_size: PosInt = ENCODER_BATCH_SIZE
     workers: NonNegInt = 2
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: str = "auto"
+    device: Device = "auto"
     # Where frames become encoder input: host (decode workers send float clips) or device
     # (they send uint8 frames, preprocessed on `device`); auto: device on CUDA, host on
     # the CPU. Same arithmetic (bit-identical on the CPU): not part of the feature version.
@@ -298,7 +319,7 @@ class LocalizeConfig(Section):
     class_scores: str | None = None
     seed: NonNegInt = 0
     amp: bool = True  # bf16 autocast on CUDA
-    device: str = "auto"
+    device: Device = "auto"
 
 
 class TrackingConfig(Section):
