@@ -10,13 +10,15 @@ from tspipe.io import atomic_path, atomic_write_json, safe_id, sha256_json
 
 
 @pytest.mark.parametrize("bad", ["", "..", "../x", "a/b", "/etc/passwd", ".hidden", "a\x00b",
-                                 "a\nb", "x" * 300, "a..b"])
+                                 "a\nb", "x" * 300, "a..b", "vidéo", "a b", "abc\n"])
 def test_safe_id_refuses_what_could_leave_the_folder(bad):
     with pytest.raises(UnsafeIdError, match="cannot be used as a file name"):
         safe_id(bad)
 
 
-@pytest.mark.parametrize("good", ["v_sJFgo9H6zNo", "video_test_0000004", "-abc"[1:], "a.b-c_d"])
+@pytest.mark.parametrize("good", ["v_sJFgo9H6zNo", "video_test_0000004", "a.b-c_d",
+                                  # raw ActivityNet (YouTube) ids, as TSP's CSVs give them
+                                  "-cwPzzcNpGs", "_nTjmHQ0-gQ"])
 def test_safe_id_keeps_real_ids(good):
     assert safe_id(good) == good
 

@@ -113,6 +113,10 @@ class DownloadConfig(Section):
     allowed_schemes: list[Literal["https", "http", "s3", "gs", "file", "local", "youtube"]] = [
         "https", "http", "s3", "gs", "file", "local", "youtube"]
     verify_decodable: bool = True  # probe a finished download before accepting it
+    # Folders a local source (a path, a file:// URL, a link in a folder mirror) may lie in,
+    # besides the run directory, the annotation file's folder and a folder mirror:
+    # anything else is refused per video (a file:///etc/passwd in an annotation file).
+    local_roots: list[str] = []
     batch_size: PosInt = 100  # videos per Prefect task
 
 

@@ -69,9 +69,7 @@ def local_roots(params: Params, paths: RunPaths) -> list[Path]:
     folder ``download.mirror``. An annotation file's ``file:///etc/passwd`` or
     ``../../secret`` then fails as that video, by name, instead of being copied."""
     source = paths.resolve(params.dataset.annotations)
-    # getattr: download.local_roots is being added to DownloadConfig (config_sections.py,
-    # another change); until it is there, no extra roots.
-    extra = getattr(params.download, "local_roots", None) or []
+    extra = params.download.local_roots
     return [paths.root, source if source.is_dir() else source.parent,
             *(paths.resolve(folder) for folder in extra)]
 

@@ -9,24 +9,26 @@ report (``data/annotations/report.json``) and counts (``metrics/ingest.json``).
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from tspipe.config import DatasetConfig, Params
 from tspipe.data.annotations import (
+    AnnotationIssue,
     Annotations,
     detect_format,
     read_annotations,
     summary,
     write_activitynet,
 )
-from tspipe.errors import StageError
-from tspipe.io import atomic_write_json, atomic_write_text, result_dict, sha256_file
+from tspipe.errors import StageError, UnsafeIdError
+from tspipe.io import atomic_write_json, atomic_write_text, result_dict, safe_id, sha256_file
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter, Reporter
 from tspipe.stages.contract import Stage, tree_hash
@@ -77,6 +79,36 @@ def _class_table(ann: Annotations) -> str:
     return buf.getvalue()
 
 
+def _screen(ann: Annotations, cfg: DatasetConfig, source: Path) -> Annotations:
+    """Every video ingest leaves out, as an issue of its own: an id that cannot be a file
+    name (download, decode and the features would refuse it later: one rule,
+    :func:`tspipe.io.safe_id`, checked here first) is an error; a subset outside
+    ``dataset.subsets`` (a typo, another capitalisation) a warning saying which subsets
+    are kept, with the near miss when there is one. What is left is what the pipeline
+    keeps, so the report's kept and dropped counts add up to the file."""
+    issues = list(ann.issues)
+    videos = dict(ann.videos)
+    wanted = list(cfg.subsets)
+    for vid, video in ann.videos.items():
+        try:
+            safe_id(vid)
+        except UnsafeIdError as exc:
+            issues.append(AnnotationIssue(str(source), vid, "video id", str(exc), "error",
+                                          "dropped_video"))
+            del videos[vid]
+            continue
+        if video.subset not in wanted:
+            near = difflib.get_close_matches(str(video.subset).lower(), wanted, n=1,
+                                             cutoff=0.7)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            issues.append(AnnotationIssue(
+                str(source), vid, "subset",
+                f"subset {video.subset!r} is not one of dataset.subsets {wanted}: left "
+                f"out{hint}", "warning", "dropped_video"))
+            del videos[vid]
+    return replace(ann, videos=videos, issues=issues)
+
+
 def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
            ) -> IngestResult:
     reporter = reporter or NullReporter()
@@ -91,6 +123,8 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
         metadata=paths.resolve(cfg.metadata) if cfg.metadata else None,
         clamp_to_duration=cfg.clamp_to_duration,
     )
+    found = sorted({str(v.subset) for v in ann.videos.values()})
+    ann = _screen(ann, cfg, source)
     for issue in ann.issues:
         reporter.message(str(issue), logging.WARNING if issue.severity == "warning"
                          else logging.ERROR)
@@ -100,8 +134,8 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
     report = summary(ann)
     selected = ann.subset(*cfg.subsets)
     if not selected.videos:
-        raise StageError(f"{source}: no video in subsets {cfg.subsets} "
-                         f"(found {report.get('per_subset')})")
+        raise StageError(f"{source}: no video in subsets {cfg.subsets} (dataset.subsets; "
+                         f"the file has {found}, and {len(ann.errors())} errors)")
     out_dir = paths.annotations.parent
     src_dir = source if source.is_dir() else source.parent
     for video in selected.videos.values():
