@@ -263,14 +263,40 @@ def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml",
         raise ConfigError(_format_error(err, source, secret_paths, from_env)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently: a second ``pretrain:`` section would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml", *,
                 env: Mapping[str, str] | None = None) -> Params:
     """Read and validate params.yaml; environment overrides apply on top."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such parameters file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (a parameters file is YAML, like the "
+                          "project's params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a parameters file is "
+                          "YAML, like the project's params.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not raw:  # nothing but comments, or {}: defaults would run without a word

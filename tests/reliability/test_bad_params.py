@@ -20,7 +20,7 @@ def _with(section: str, key: str, value) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-# kind -> (file text, environment, words the message must hold)
+# kind -> (file text (bytes: raw; None: a folder), environment, words the message must hold)
 CASES = {
     "empty": ("", {}, ["no parameters in it"]),
     "comments-only": ("# dataset: {}\n# nothing else\n", {}, ["no parameters in it"]),
@@ -35,6 +35,16 @@ CASES = {
     "device-typo": (_with("extract", "device", "gpu0"), {}, ["extract.device", "gpu0"]),
     "env-device": (yaml.safe_dump(GOOD), {"TSPIPE_DEVICE": "cuda:x"},
                    ["extract.device", "cuda:x", "TSPIPE_DEVICE"]),
+    "env-device-typo": (yaml.safe_dump(GOOD), {"TSPIPE_DEVICE": "gpu0"},
+                        ["extract.device", "gpu0", "TSPIPE_DEVICE", "cuda:N"]),
+    "section-scalar": (yaml.safe_dump({**GOOD, "dataset": 5}), {}, ["dataset", "got 5"]),
+    "section-null": ("dataset:\n", {}, ["dataset", "got None"]),
+    "duplicate-section": (yaml.safe_dump(GOOD) + "pretrain:\n  epochs: 9\n", {},
+                          ["appears twice", "'pretrain'", "line"]),
+    "duplicate-key": ("clip:\n  frames: 8\n  frames: 16\n", {},
+                      ["appears twice", "'frames'", "line 3"]),
+    "not-utf8": (b"\xff\xfe dataset: {}\n", {}, ["not UTF-8"]),
+    "directory": (None, {}, ["not a file"]),
 }
 
 
@@ -52,7 +62,12 @@ def _tspipe(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
 def test_bad_params_fail_cleanly(tmp_path, monkeypatch, capsys, kind, ledger) -> None:
     text, env, words = CASES[kind]
     path = tmp_path / "params.yaml"
-    path.write_text(text)
+    if text is None:
+        path.mkdir()
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     monkeypatch.delenv("TSPIPE_DEVICE", raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
