@@ -1,4 +1,5 @@
-"""Migrations: the hand-written revision matches the models; upgrade is safe to rerun."""
+"""Migrations: the hand-written revision matches the models; upgrade is safe to rerun,
+creates no missing folder and touches no database that is not (yet) this tspipe's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from tspipe.catalog import current_revision, head_revision, make_engine, upgrade
 from tspipe.catalog.migrate import alembic_config
@@ -63,3 +64,28 @@ def test_sqlite_connections_are_set_up_for_concurrency(tmp_path) -> None:
     finally:
         engine.dispose()
     assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000}
+
+
+def test_upgrade_refuses_a_foreign_or_newer_database_and_leaves_it(catalog_url: str) -> None:
+    engine = make_engine(catalog_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE recipes (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(CatalogError, match=r"is not a tspipe catalog: it has no "
+                           r"alembic_version and holds 1 other tables \(recipes\)"):
+            upgrade(catalog_url)
+        assert inspect(engine).get_table_names() == ["recipes"]  # nothing added to it
+
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE recipes"))
+        upgrade(catalog_url)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+        with pytest.raises(CatalogError, match=r"created by a newer tspipe \(revision "
+                           r"'ffff9999' unknown; .*\): upgrade tspipe"):
+            upgrade(catalog_url)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")
+                                      ).scalar_one() == "ffff9999"
+    finally:
+        engine.dispose()

@@ -32,7 +32,7 @@ from tspipe.data.download import (
     summarize,
     write_manifest,
 )
-from tspipe.data.download_sources import content_kind, decode_problem, plan_sources, ytdlp_options
+from tspipe.data.download_sources import plan_sources, ytdlp_options
 from tspipe.errors import DownloadError, StageError
 
 
@@ -561,35 +561,3 @@ def test_result_is_a_stage_result(tmp_path: Path) -> None:
     assert isinstance(res, DownloadResult) and res.summary == "0 ok, 0 missing, 0 failed"
     assert json.loads((tmp_path / "m.json").read_text()) == {"videos": []}
     assert set(res.metrics()) >= {"ok", "missing", "failed", "skipped", "bytes", "seconds"}
-
-
-@pytest.mark.parametrize(("body", "kind"), [
-    (b"", "empty file"), (b"<!DOCTYPE html><html>x</html>", "HTML"),
-    (b' \n{"k": 1}', "JSON"), (b"<?xml version='1.0'?><a/>", "XML"), (b"notes\n", "text"),
-    (b"\x00\x00\x00\x18ftypmp42", None), (b"\x1aE\xdf\xa3\x9fB\x86", None)])
-def test_content_kind_names_non_video_files(tmp_path: Path, body: bytes, kind: str) -> None:
-    (path := tmp_path / "f.mp4").write_bytes(body)
-    assert content_kind(path) == kind
-
-
-def test_decode_problem_never_quotes_the_bytes(tmp_path: Path) -> None:
-    (path := tmp_path / "junk.mp4").write_bytes(b"SECRET-BYTES" + bytes(range(256)) * 40)
-    problem = decode_problem(path)
-    assert problem and "SECRET" not in problem and "starts" not in problem
-
-
-def test_local_sources_outside_the_roots_are_refused(tmp_path: Path) -> None:
-    run, outside, mirror = tmp_path / "run", tmp_path / "outside", tmp_path / "mirror"
-    for folder in (run, outside, mirror):
-        folder.mkdir()
-    (outside / "s.mp4").write_bytes(b"x")
-    (mirror / "m.mp4").symlink_to(outside / "s.mp4")
-    (run / "ok.mp4").write_bytes(b"x")
-    assert plan_sources("ok", "ok.mp4", cfg(), run, roots=[run])[0].target == str(run / "ok.mp4")
-    for video_id, url, c in [("p", "file:///etc/passwd", cfg()), ("t", "../outside/s.mp4", cfg()),
-                             ("m", None, cfg(mirror=str(mirror)))]:
-        with pytest.raises(DownloadError, match=r"outside the allowed roots \(") as caught:
-            plan_sources(video_id, url, c, run, roots=[run])
-        assert caught.value.permanent and f"video {video_id!r}" in str(caught.value)
-    # Without roots (library use), any local path is planned.
-    assert plan_sources("p", "file:///etc/passwd", cfg(), run)[0].target == "/etc/passwd"

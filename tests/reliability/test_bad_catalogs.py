@@ -1,18 +1,25 @@
 """Bad catalogs (issue 22): ``TSPIPE_CATALOG_URL`` / ``--url`` at something that is not a
 usable tspipe catalog ends with a named CatalogError, exit code 2 and no traceback, both
-from ``tspipe catalog list`` and from a stage that records to the catalog (ingest); and
-``tspipe catalog upgrade`` creates no missing folder.
+from ``tspipe catalog list`` and from a stage that records to the catalog (ingest); a
+read-only catalog can be listed but not written; and ``tspipe catalog upgrade`` creates
+no missing folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from reliability_helpers import assert_clean_failure, cli_env, tspipe, write_params
+
+from tspipe.catalog import upgrade
 
 
 def _text(tmp: Path) -> tuple[str, tuple[str, ...]]:
@@ -58,8 +65,12 @@ def _postgres_refused(tmp: Path) -> tuple[str, tuple[str, ...]]:
              "check that the server runs"))
 
 
-CASES = {"text-file": _text, "newer-revision": _newer, "never-upgraded": _empty,
-         "other-app-db": _other_app, "directory": _directory,
+def _missing_folder(tmp: Path) -> tuple[str, tuple[str, ...]]:
+    return f"sqlite:///{tmp / 'typo' / 'c.db'}", (f"{tmp / 'typo'} does not exist",)
+
+
+CASES = {"missing-folder": _missing_folder, "text-file": _text, "newer-revision": _newer,
+         "never-upgraded": _empty, "other-app-db": _other_app, "directory": _directory,
          "postgres-refused": _postgres_refused}
 
 
@@ -98,3 +109,62 @@ def test_upgrade_does_not_create_a_missing_folder(run_dir: Path, tmp_path: Path,
     assert_clean_failure(proc, f"folder {missing} does not exist")
     assert not (tmp_path / "some").exists()
     ledger.record("bad_input", "catalog-missing-folder")
+
+
+@contextlib.contextmanager
+def _read_only(*paths: Path) -> Iterator[None]:
+    """``paths`` read-only for this user: ``chmod a-w``, or for root (whom modes do not
+    stop) the immutable attribute, taken off again afterwards."""
+    root = os.geteuid() == 0
+    done: list[Path] = []
+    try:
+        for path in paths:
+            if root:
+                proc = subprocess.run(["chattr", "+i", str(path)], capture_output=True,
+                                      text=True, check=False)
+                if proc.returncode != 0:
+                    pytest.skip(f"running as root and chattr +i fails: {proc.stderr}")
+            else:
+                path.chmod(path.stat().st_mode & ~0o222)
+            done.append(path)
+        yield
+    finally:
+        for path in reversed(done):
+            if root:
+                subprocess.run(["chattr", "-i", str(path)], check=True)
+            else:
+                path.chmod(path.stat().st_mode | 0o200)
+
+
+def _catalog(tmp: Path) -> str:
+    url = f"sqlite:///{tmp / 'ro.db'}"
+    upgrade(url)
+    for side in tmp.glob("ro.db-*"):  # SQLite's WAL files, gone on a clean close
+        side.unlink()
+    return url
+
+
+def test_read_only_catalog_lists_but_refuses_a_write(run_dir: Path, tmp_path: Path,
+                                                    ledger) -> None:
+    url = _catalog(tmp_path)
+    with _read_only(tmp_path / "ro.db"):
+        listed = tspipe(run_dir, "catalog", "list", "--url", url)
+        assert listed.returncode == 0, listed.stdout + listed.stderr  # reading is fine
+        staged = tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
+                        env=cli_env(TSPIPE_CATALOG_URL=url))
+    assert_clean_failure(staged, "register dataset 'badcatalogs'", "the catalog is read-only",
+                         f"make {tmp_path / 'ro.db'} and its folder writable",
+                         "or point --url / TSPIPE_CATALOG_URL at a writable catalog")
+    ledger.record("bad_input", "catalog-read-only-file")
+
+
+def test_read_only_folder_is_a_named_error(run_dir: Path, tmp_path: Path, ledger) -> None:
+    url = _catalog(tmp_path)
+    needles = ("cannot open catalog", "unable to open database file",
+               f"check that {tmp_path} exists and that this user may read and write ro.db")
+    with _read_only(tmp_path / "ro.db", tmp_path):  # no room for SQLite's -wal and -shm
+        assert_clean_failure(tspipe(run_dir, "catalog", "list", "--url", url), *needles)
+        assert_clean_failure(
+            tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
+                   env=cli_env(TSPIPE_CATALOG_URL=url)), *needles)
+    ledger.record("bad_input", "catalog-read-only-folder")

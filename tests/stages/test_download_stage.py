@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import av
+import numpy as np
 import pytest
 from stage_helpers import write_params
 
@@ -75,3 +77,50 @@ def test_fifty_videos_three_failures_then_nothing_to_do(tmp_path, repo_root, vid
     assert again.summary == result.summary
     ok_paths = {f"/videos/{e['video_id']}.mp4" for e in ok}
     assert all(video_server.hits[p] == before[p] for p in ok_paths)
+
+
+def _mp4(path) -> None:
+    """A real 5-frame 64x48 H.264 file."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8),
+                                               format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def test_local_sources_next_to_the_annotations_or_in_local_roots(tmp_path, repo_root):
+    """Annotations outside the run directory: a video beside them (a relative url, which
+    ingest rebases) is copied; one elsewhere is refused by name, with the roots listed,
+    until download.local_roots names its folder."""
+    root, data = tmp_path / "run", tmp_path / "datasets" / "anet"
+    (data / "videos").mkdir(parents=True)
+    root.mkdir()
+    _mp4(data / "videos" / "near.mp4")
+    _mp4(tmp_path / "far.mp4")
+    database = {vid: {"subset": "training", "duration": 1.0, "url": url,
+                      "annotations": [{"segment": [0.2, 0.8], "label": "a"}]}
+                for vid, url in [("near", "videos/near.mp4"), ("far", str(tmp_path / "far.mp4"))]}
+    (data / "ann.json").write_text(json.dumps({"database": database}))
+    write_params(root, repo_root, synth={"enabled": False},
+                 dataset={"annotations": str(data / "ann.json"), "name": "outside"})
+    params, paths = load_params(root / "params.yaml"), RunPaths.at(root)
+    run_stage("ingest", params, paths, NullReporter(), track=False)
+    result = run_stage("download", params, paths, NullReporter(), track=False).result
+    assert (result.ok, result.failed) == (1, 1)
+    manifest = {e["video_id"]: e for e in json.loads(paths.manifest.read_text())["videos"]}
+    assert manifest["near"]["status"] == "ok" and (paths.videos / "near.mp4").is_file()
+    far = manifest["far"]
+    assert far["status"] == "failed" and far["path"] is None
+    assert far["reason"] == (f"local path {tmp_path / 'far.mp4'} is outside the allowed local "
+                             f"roots: {root}, {data}; add the folder to download.local_roots")
+
+    # download.local_roots widens them: the rerun copies it.
+    write_params(root, repo_root, synth={"enabled": False},
+                 dataset={"annotations": str(data / "ann.json"), "name": "outside"},
+                 download={"local_roots": [str(tmp_path)]})
+    params = load_params(root / "params.yaml")
+    again = run_stage("download", params, paths, NullReporter(), track=False).result
+    assert (again.ok, again.failed) == (2, 0) and (paths.videos / "far.mp4").is_file()

@@ -113,7 +113,9 @@ def require_head(engine: Engine) -> None:
     where = hidden_url(engine.url)
     path = sqlite_path(engine.url)
     if path is not None and not path.exists():
-        raise CatalogError(f"no catalog at {where} (file {path} does not exist): {_UPGRADE_HINT}")
+        missing = (f"file {path} does not exist" if path.parent.is_dir() else
+                   f"its folder {path.parent} does not exist either: a typo in the URL?")
+        raise CatalogError(f"no catalog at {where} ({missing}): {_UPGRADE_HINT}")
     current, head = _revision_of(engine), head_revision()
     if current == head:
         return
