@@ -41,6 +41,9 @@ PRODUCTS = ("data", "features", "models", "results", "metrics", "plots", "report
 # Keys whose values are clocks or process ids: two clean runs differ there.
 VOLATILE_KEYS = ("seconds", "per_s", "pid", "elapsed", "started", "finished", "wall",
                  "bytes")
+# What one run of a shard did (a resumed shard computed only what the kill left): the
+# features themselves are compared, these counts of the last run's work are not.
+RUN_KEYS = {"skipped", "written", "computed", "clips", "reused"}
 # Resume bookkeeping: the training's state (its clocks and loader RNG) and run key (which
 # hashes reports that hold absolute paths); the weights it leads to are compared.
 BOOKKEEPING = {"state.pt", "run.json"}
@@ -58,7 +61,7 @@ CATALOG = {
 def _scrub(value):
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()
-                if not any(w in k for w in VOLATILE_KEYS)}
+                if not any(w in k for w in VOLATILE_KEYS) and k not in RUN_KEYS}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
