@@ -279,6 +279,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: what`` of a YAML error (PyYAML's own text quotes the
+    "<unicode string>" it parsed, not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f": {exc}"
+    context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and opened is not None:  # where the unclosed bracket or quote began
+        context += f" opened at line {opened.line + 1}, column {opened.column + 1}"
+    what = "; ".join(x for x in (context, getattr(exc, "problem", None)) if x)
+    snippet = mark.get_snippet()
+    return (f" at line {mark.line + 1}, column {mark.column + 1}: {what}"
+            + (f"\n{snippet}" if snippet else ""))
+
+
 def load_params(path: str | Path = "params.yaml", *,
                 env: Mapping[str, str] | None = None) -> Params:
     """Read and validate params.yaml; environment overrides apply on top."""
@@ -298,8 +313,8 @@ def load_params(path: str | Path = "params.yaml", *,
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not raw:  # nothing but comments, or {}: defaults would run without a word
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
+    if raw is None or raw == {}:  # nothing but comments, or {}: defaults would run silently
         raise ConfigError(f"{path}: no parameters in it (empty, only comments, or {{}}); "
                           "start from the project's params.yaml, which lists every section "
                           "with its defaults and comments")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -326,12 +327,29 @@ class LocalizeConfig(Section):
     device: Device = "auto"
 
 
+# The store schemes MLflow's client takes (its registry's list); an unknown one (a typo
+# such as "htp:" or "sqllite:") would fail with a traceback at the first recorded run,
+# after the stage's work. A "+driver" suffix (postgresql+psycopg2) is SQLAlchemy's.
+_MLFLOW_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https",
+                   "databricks", "databricks-uc", "uc")
+
+
 class TrackingConfig(Section):
     # MLflow tracking URI. Default: a SQLite store in the run directory (MLflow's
     # recommended local backend). MLFLOW_TRACKING_URI overrides it.
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "tspipe"
+    uri: str = Field("sqlite:///mlflow.db", min_length=1)
+    experiment: str = Field("tspipe", min_length=1)
     enabled: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme.lower().split("+")[0]
+        # No scheme: a local folder; one letter: a Windows drive (C:\mlruns).
+        if len(scheme) <= 1 or scheme in _MLFLOW_SCHEMES:
+            return v
+        raise ValueError(f"unknown scheme {scheme!r}: MLflow takes a folder or a "
+                         f"{', '.join(s + ':' for s in _MLFLOW_SCHEMES)} URI")
 
 
 class CatalogConfig(Section):

@@ -18,6 +18,7 @@ from tspipe.data.annotations import (
     read_annotations,
     read_tsp_groundtruth,
     read_tsp_metadata,
+    suggest_subset,
     summary,
 )
 from tspipe.errors import AnnotationError
@@ -285,3 +286,26 @@ def test_csv_background_rows_are_checked_apart(tmp_path):
     report = summary(ann)
     assert report["dropped"] == {"videos": 0, "segments": 1, "background": 1}
     assert report["clamped"] == {"segments": 0, "background": 1}
+
+
+@pytest.mark.parametrize(("found", "meant"), [
+    ("Validation", "validation"), ("TRAINING", "training"), (" testing ", "testing"),
+    ("trainng", "training"), ("valdation", "validation"), ("testin", "testing"),
+    ("valid", "validation"), ("train", "training"), ("test", "testing"),
+    ("val", "validation"), ("xyz", None), ("", None), ("development", None),
+])
+def test_suggest_subset_names_the_near_miss(found, meant):
+    assert suggest_subset(found) == meant
+
+
+def test_dropped_videos_are_counted_by_reason(tmp_path):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"database": {
+        "ok": {"subset": "training", "duration": 10.0, "annotations": []},
+        "no_duration": {"subset": "training", "annotations": []},
+        "bad_duration": {"subset": "training", "duration": -1, "annotations": []},
+        "no_subset": {"duration": 10.0, "annotations": []},
+    }}))
+    report = summary(read_activitynet(path))
+    assert report["kept"]["videos"] == 1 and report["dropped"]["videos"] == 3
+    assert report["dropped_videos_by_reason"] == {"duration": 2, "subset": 1}

@@ -27,7 +27,13 @@ CASES = {
     "empty-mapping": ("{}\n", {}, ["no parameters in it"]),
     "list": ("- dataset\n- synth\n", {}, ["must be a mapping", "list"]),
     "scalar": ("42\n", {}, ["must be a mapping", "int"]),
-    "yaml-syntax": ("dataset:\n  name: [unclosed\n", {}, ["not valid YAML", "line"]),
+    "scalar-false": ("false\n", {}, ["must be a mapping", "bool"]),
+    "empty-list": ("[]\n", {}, ["must be a mapping", "list"]),
+    "yaml-syntax": ("dataset:\n  name: [unclosed\n", {},
+                    ["not valid YAML", "opened at line 2, column 9"]),
+    "yaml-tab": ("dataset:\n\tname: x\n", {}, ["not valid YAML at line 2, column 1", "'\\t'"]),
+    "yaml-two-colons": ("dataset: name: x\n", {},
+                        ["not valid YAML at line 1, column 14", "mapping values"]),
     "unknown-key": (_with("pretrain", "epoch", 3), {}, ["pretrain.epoch", "unknown key"]),
     "unknown-section": (yaml.safe_dump({**GOOD, "pretrian": {}}), {}, ["pretrian"]),
     "wrong-type": (_with("clip", "frames", "sixteen"), {}, ["clip.frames", "sixteen"]),
@@ -37,6 +43,11 @@ CASES = {
                    ["extract.device", "cuda:x", "TSPIPE_DEVICE"]),
     "env-device-typo": (yaml.safe_dump(GOOD), {"TSPIPE_DEVICE": "gpu0"},
                         ["extract.device", "gpu0", "TSPIPE_DEVICE", "cuda:N"]),
+    "tracking-scheme": (_with("tracking", "uri", "sqllite:///mlflow.db"), {},
+                        ["tracking.uri", "unknown scheme 'sqllite'", "sqlite:"]),
+    "env-tracking-scheme": (yaml.safe_dump(GOOD), {"MLFLOW_TRACKING_URI": "htp://u:pw@x"},
+                            ["tracking.uri", "unknown scheme 'htp'", "MLFLOW_TRACKING_URI"]),
+    "empty-experiment": (_with("tracking", "experiment", ""), {}, ["tracking.experiment"]),
     "section-scalar": (yaml.safe_dump({**GOOD, "dataset": 5}), {}, ["dataset", "got 5"]),
     "section-null": ("dataset:\n", {}, ["dataset", "got None"]),
     "duplicate-section": (yaml.safe_dump(GOOD) + "pretrain:\n  epochs: 9\n", {},
@@ -83,3 +94,22 @@ def test_a_good_file_and_device_pass(tmp_path, monkeypatch, capsys) -> None:
     proc = _tspipe(monkeypatch, capsys, "params", "--params", str(path))
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["extract"]["device"] == "cpu"  # the env wins
+
+
+def test_a_bad_tracking_uri_from_the_environment_is_not_echoed(tmp_path, monkeypatch,
+                                                              capsys) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "htp://user:hunter2@mlflow.example")
+    out = assert_clean_failure(_tspipe(monkeypatch, capsys, "params", "--params", str(path)),
+                               "<hidden>", "MLFLOW_TRACKING_URI")
+    assert "hunter2" not in out
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///mlflow.db", "postgresql+psycopg2://h/db",
+                                 "https://mlflow.example", "file:///tmp/mlruns", "mlruns",
+                                 "databricks"])
+def test_tracking_uris_mlflow_takes_pass(uri) -> None:
+    from tspipe.config import parse_params
+
+    assert parse_params({"tracking": {"uri": uri}}, env={}).tracking.uri == uri

@@ -9,21 +9,22 @@ report (``data/annotations/report.json``) and counts (``metrics/ingest.json``).
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from tspipe.config import DatasetConfig, Params
 from tspipe.data.annotations import (
+    SUBSETS,
     AnnotationIssue,
     Annotations,
     detect_format,
     read_annotations,
+    suggest_subset,
     summary,
     write_activitynet,
 )
@@ -50,11 +51,15 @@ class IngestResult:
     per_subset: dict[str, int]
     errors: int
     warnings: int
+    # What the file held and the pipeline does not keep: videos dropped in all and by
+    # reason (report.json's dropped_videos_by_reason), segments dropped and clamped.
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         m = {k: float(getattr(self, k)) for k in
              ("videos", "segments", "background", "classes", "errors", "warnings")}
         m.update({f"videos_{k}": float(v) for k, v in self.per_subset.items()})
+        m.update({k: float(v) for k, v in self.dropped.items()})
         return m
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,15 +103,38 @@ def _screen(ann: Annotations, cfg: DatasetConfig, source: Path) -> Annotations:
             del videos[vid]
             continue
         if video.subset not in wanted:
-            near = difflib.get_close_matches(str(video.subset).lower(), wanted, n=1,
-                                             cutoff=0.7)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            issues.append(AnnotationIssue(
-                str(source), vid, "subset",
-                f"subset {video.subset!r} is not one of dataset.subsets {wanted}: left "
-                f"out{hint}", "warning", "dropped_video"))
+            issues.append(_subset_issue(source, vid, video.subset, wanted))
             del videos[vid]
     return replace(ann, videos=videos, issues=issues)
+
+
+def _subset_issue(source: Path, video_id: str, subset: str | None,
+                  wanted: list[str]) -> AnnotationIssue:
+    """A subset tspipe knows but dataset.subsets leaves out is a choice: a warning. Any
+    other value (another case, a typo, none) is an error in the file, which strict mode
+    stops on: the video would be lost from every subset. It names the subset meant."""
+    kept = ", ".join(wanted)
+    if subset in SUBSETS:
+        return AnnotationIssue(str(source), video_id, "subset",
+                               f"subset {subset!r} is not one of dataset.subsets ({kept}): "
+                               "left out", "warning", "dropped_video")
+    message = (f"subset {subset!r} is not a subset name ({', '.join(SUBSETS)}; "
+               f"dataset.subsets keeps {kept})")
+    near = suggest_subset(subset) if isinstance(subset, str) else None
+    if near is not None:
+        message += f"; did you mean {near!r}?"
+        if near not in wanted:
+            message += f" ({near!r} is not in dataset.subsets either)"
+    return AnnotationIssue(str(source), video_id, "subset", message, "error", "dropped_video")
+
+
+def _dropped_metrics(report: dict[str, Any]) -> dict[str, int]:
+    """metrics/ingest.json's share of the report: what was dropped (by reason) and clamped."""
+    m = {"videos_dropped": report["dropped"]["videos"],
+         "segments_dropped": report["dropped"]["segments"],
+         "segments_clamped": report["clamped"]["segments"]}
+    m.update({f"videos_dropped_{k}": v for k, v in report["dropped_videos_by_reason"].items()})
+    return m
 
 
 def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
@@ -156,6 +184,7 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
         videos=counts.videos, segments=counts.segments, background=counts.background,
         classes=counts.classes, per_subset=counts.per_subset,
         errors=len(ann.errors()), warnings=len(ann.warnings()),
+        dropped=_dropped_metrics(report),
     )
     atomic_write_json(paths.metrics("ingest"), result.metrics())
     atomic_write_text(paths.plot("ingest", "segments_per_class"), _class_table(selected))
@@ -186,6 +215,3 @@ STAGE = Stage(
                                    paths.plot("ingest", "segments_per_class")],
     code=("tspipe.stages.ingest", "tspipe.data.annotations"),
 )
-
-
-

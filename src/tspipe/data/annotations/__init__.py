@@ -20,6 +20,7 @@ from tspipe.data.annotations.tsp_csv import (
     write_tsp_groundtruth,
     write_tsp_metadata,
 )
+from tspipe.data.annotations.validate import suggest_subset
 
 __all__ = [
     "SUBSETS",
@@ -36,6 +37,7 @@ __all__ = [
     "read_thumos14",
     "read_tsp_groundtruth",
     "read_tsp_metadata",
+    "suggest_subset",
     "summary",
     "write_activitynet",
     "write_thumos14",

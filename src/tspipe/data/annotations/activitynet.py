@@ -13,6 +13,7 @@ tools ignore unknown keys, and tspipe reads them back so the round trip is lossl
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -99,14 +100,19 @@ def read_activitynet(path: str | Path, *, label_map: LabelMap = None,
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_first_wins)
-    except (OSError, UnicodeDecodeError) as exc:
+        doc = json.loads(_json_text(path), object_pairs_hook=_first_wins)
+    except OSError as exc:
         raise AnnotationError(path, f"cannot read the file: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise AnnotationError(
             path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("database"), dict):
-        raise AnnotationError(path, "no top-level 'database' object", field="database")
+    if not isinstance(doc, dict):
+        raise AnnotationError(path, f"the top level is a {_json_type(doc)}, not an object "
+                              "with a 'database' of videos")
+    if not isinstance(doc.get("database"), dict):
+        what = "missing" if "database" not in doc else f"a {_json_type(doc['database'])}"
+        raise AnnotationError(path, f"no top-level 'database' object ({what}): ActivityNet "
+                              "files map video ids to entries there", field="database")
     taxonomy = doc.get("taxonomy")
     if taxonomy is not None and not (
             isinstance(taxonomy, list)
@@ -146,6 +152,29 @@ def read_activitynet(path: str | Path, *, label_map: LabelMap = None,
         source=str(path), issues=log.issues,
         extra={k: v for k, v in doc.items() if k not in _TOP_KEYS},
     )
+
+
+def _json_text(path: Path) -> str:
+    """The file's text: UTF-8, with a byte order mark tolerated (Windows editors write one,
+    and the TSP CSVs are read the same way). UTF-16/32 and other encodings are refused by
+    name: JSON files are UTF-8 (RFC 8259)."""
+    data = path.read_bytes()
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if data.startswith(bom):
+            raise AnnotationError(path, f"the file is {name} text (it starts with a {name} "
+                                  "byte order mark): save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, f"not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}"
+                              "): save it as UTF-8") from None
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _read_video(video_id: str, entry: object, log: IssueLog, known: frozenset[str] | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,8 @@ from tspipe.errors import AnnotationError
 logger = logging.getLogger(__name__)
 
 Format = Literal["auto", "activitynet", "thumos14", "tsp_csv"]
+# An issue's field down to a reason: "subset (line 3)" -> subset, "video id" -> video_id.
+_REASON = re.compile(r"\[| \(")
 
 
 def detect_format(path: str | Path) -> Format:
@@ -91,7 +94,9 @@ def summary(ann: Annotations) -> dict[str, Any]:
     """Counts of what was read, kept, dropped and clamped: a JSON-able report.
 
     ``dropped``/``clamped`` count issues by their action; segments and background intervals
-    apart. ``kept`` + ``dropped`` accounts for every item of the file.
+    apart. ``dropped_videos_by_reason``: dropped videos by the field of their issue
+    (``subset``, ``video_id``, ``duration``...). ``kept`` + ``dropped`` accounts for every
+    item of the file.
     """
     per_subset: dict[str, dict[str, int]] = {}
     for video in ann.videos.values():
@@ -102,6 +107,8 @@ def summary(ann: Annotations) -> dict[str, Any]:
         row["background"] += len(video.background)
     actions = Counter(
         (i.action, "background" if is_background_issue(i) else "segments") for i in ann.issues)
+    reasons = Counter(_REASON.split(i.field)[0].strip().replace(" ", "_")
+                      for i in ann.issues if i.action == "dropped_video")
     counts = ann.counts()
     return {
         "source": ann.source,
@@ -114,9 +121,10 @@ def summary(ann: Annotations) -> dict[str, Any]:
         "warnings": len(ann.warnings()),
         "kept": {"videos": counts.videos, "segments": counts.segments,
                  "background": counts.background},
-        "dropped": {"videos": sum(n for (a, _), n in actions.items() if a == "dropped_video"),
+        "dropped": {"videos": sum(reasons.values()),
                     "segments": actions["dropped_segment", "segments"],
                     "background": actions["dropped_segment", "background"]},
+        "dropped_videos_by_reason": dict(sorted(reasons.items())),
         "clamped": {"segments": actions["clamped", "segments"],
                     "background": actions["clamped", "background"]},
     }

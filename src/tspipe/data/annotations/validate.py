@@ -7,6 +7,7 @@ the segment, clamped it, or kept it). Times are seconds.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from tspipe.data.annotations.model import Action, AnnotationIssue, Segment
+from tspipe.data.annotations.model import SUBSETS, Action, AnnotationIssue, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,17 @@ def infer_subset(path: str | Path) -> str | None:
         if word in _SUBSET_WORDS:
             return _SUBSET_WORDS[word]
     return None
+
+
+def suggest_subset(value: str) -> str | None:
+    """The subset a near miss meant: another case (``Validation``), a TSP file-name word
+    (``valid``), or a typo one or two letters off (``trainng``: difflib's ratio >= 0.8);
+    None when no subset is close."""
+    word = value.strip().lower()
+    if word in _SUBSET_WORDS:
+        return _SUBSET_WORDS[word]
+    close = difflib.get_close_matches(word, SUBSETS, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def is_background_issue(issue: AnnotationIssue) -> bool:
