@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,19 @@ def tspipe(root: Path, *args: str, env: dict[str, str] | None = None, timeout: f
     """``tspipe ARGS`` in ``root``, as a user runs it."""
     return subprocess.run([*TSPIPE, *args], cwd=root, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def tspipe_in_process(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """The console script's entry point in this process (what ``tspipe ARGS`` runs, without
+    a second start-up of Python and torch)."""
+    from tspipe.doors.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["tspipe", *args])
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_:  # Typer always ends with one
+        main()
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit_.value.code or 0, out.out, out.err)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import codecs
 import json
-import subprocess
-import sys
 
 import pytest
-from reliability_helpers import assert_clean_failure, write_params
+from reliability_helpers import assert_clean_failure, tspipe_in_process, write_params
 
 from tspipe.config import load_params
-from tspipe.doors.cli import main
 from tspipe.doors.runner import run_stage
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
@@ -90,7 +87,7 @@ def test_strict_stops_on_an_unsafe_id(tmp_path, monkeypatch, capsys, ledger) -> 
     write_params(root, synth={"enabled": False},
                  dataset={"annotations": "ann.json", "strict": True})
     _annotations(root / "ann.json")
-    proc = _run_main(monkeypatch, capsys, "stage", "ingest", "--root", str(root),
+    proc = tspipe_in_process(monkeypatch, capsys, "stage", "ingest", "--root", str(root),
                      "--params", str(root / "params.yaml"), "--no-track")
     assert_clean_failure(proc, "ann.json", "dataset.strict", "cannot be used as a file name")
     assert not (root / "data/annotations/annotations.json").exists()
@@ -196,15 +193,6 @@ def test_entry_counts_add_up(entries_run, ledger) -> None:
     ledger.record("bad_input", "annotation-duplicate-id")
 
 
-def _run_main(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    """The console script's entry point in this process (what ``tspipe ARGS`` runs)."""
-    monkeypatch.setattr(sys, "argv", ["tspipe", *args])
-    monkeypatch.setenv("COLUMNS", "1000")
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exit_.value.code or 0, out.out, out.err)
-
 
 _UTF16 = codecs.BOM_UTF16_LE + '{"database": {}}'.encode("utf-16-le")
 # Files that cannot be read at all. kind -> (bytes, words of the message)
@@ -227,7 +215,7 @@ def test_an_unreadable_file_is_a_named_error(tmp_path, monkeypatch, capsys, kind
     data, words = FILES[kind]
     path = tmp_path / "ann.json"
     path.write_bytes(data)
-    proc = _run_main(monkeypatch, capsys, "annotations", str(path))
+    proc = tspipe_in_process(monkeypatch, capsys, "annotations", str(path))
     assert_clean_failure(proc, str(path), *words)
     ledger.record("bad_input", f"annotation-file-{kind}")
 
@@ -237,7 +225,7 @@ def test_a_utf8_bom_is_read(tmp_path, monkeypatch, capsys, ledger) -> None:
     path = tmp_path / "ann.json"
     doc = {"database": {"v1": {"subset": "training", "duration": 30.0, "annotations": [_SEG]}}}
     path.write_bytes(codecs.BOM_UTF8 + json.dumps(doc).encode())
-    proc = _run_main(monkeypatch, capsys, "annotations", "--json", str(path))
+    proc = tspipe_in_process(monkeypatch, capsys, "annotations", "--json", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["kept"] == {"videos": 1, "segments": 1, "background": 0}
     ledger.record("bad_input", "annotation-file-utf8-bom")
@@ -248,7 +236,7 @@ def test_an_empty_database_stops_ingest_by_name(tmp_path, monkeypatch, capsys,
     root = tmp_path / "run"
     write_params(root, synth={"enabled": False}, dataset={"annotations": "ann.json"})
     (root / "ann.json").write_text('{"version": "1.3", "database": {}}')
-    proc = _run_main(monkeypatch, capsys, "stage", "ingest", "--root", str(root),
+    proc = tspipe_in_process(monkeypatch, capsys, "stage", "ingest", "--root", str(root),
                      "--params", str(root / "params.yaml"), "--no-track")
     assert_clean_failure(proc, "ann.json", "no video in subsets", "training")
     ledger.record("bad_input", "annotation-empty-database")

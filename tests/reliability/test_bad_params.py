@@ -3,14 +3,9 @@ key (or line), exit code 2, no traceback, before any work."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
-from reliability_helpers import REPO, assert_clean_failure
-
-from tspipe.doors.cli import main
+from reliability_helpers import REPO, assert_clean_failure, tspipe_in_process
 
 GOOD = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -59,15 +54,6 @@ CASES = {
 }
 
 
-def _tspipe(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    """The console script's entry point, in this process (what ``tspipe ARGS`` runs)."""
-    monkeypatch.setattr(sys, "argv", ["tspipe", *args])
-    monkeypatch.setenv("COLUMNS", "1000")
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exit_.value.code or 0, out.out, out.err)
-
 
 @pytest.mark.parametrize("kind", CASES)
 def test_bad_params_fail_cleanly(tmp_path, monkeypatch, capsys, kind, ledger) -> None:
@@ -82,7 +68,7 @@ def test_bad_params_fail_cleanly(tmp_path, monkeypatch, capsys, kind, ledger) ->
     monkeypatch.delenv("TSPIPE_DEVICE", raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    proc = _tspipe(monkeypatch, capsys, "params", "--params", str(path))
+    proc = tspipe_in_process(monkeypatch, capsys, "params", "--params", str(path))
     assert_clean_failure(proc, str(path), *words)
     ledger.record("bad_input", f"params-{kind}")
 
@@ -91,7 +77,7 @@ def test_a_good_file_and_device_pass(tmp_path, monkeypatch, capsys) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(_with("extract", "device", "cuda:1"))
     monkeypatch.setenv("TSPIPE_DEVICE", "cpu")
-    proc = _tspipe(monkeypatch, capsys, "params", "--params", str(path))
+    proc = tspipe_in_process(monkeypatch, capsys, "params", "--params", str(path))
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["extract"]["device"] == "cpu"  # the env wins
 
@@ -101,8 +87,8 @@ def test_a_bad_tracking_uri_from_the_environment_is_not_echoed(tmp_path, monkeyp
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(GOOD))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "htp://user:hunter2@mlflow.example")
-    out = assert_clean_failure(_tspipe(monkeypatch, capsys, "params", "--params", str(path)),
-                               "<hidden>", "MLFLOW_TRACKING_URI")
+    proc = tspipe_in_process(monkeypatch, capsys, "params", "--params", str(path))
+    out = assert_clean_failure(proc, "<hidden>", "MLFLOW_TRACKING_URI")
     assert "hunter2" not in out
 
 
