@@ -1,3 +1,4 @@
--- One server, three databases: the feature catalog (POSTGRES_DB), MLflow and Prefect.
-CREATE DATABASE mlflow;
-CREATE DATABASE prefect;
+-- One server, three databases (as `tspipe stack up`): the feature catalog (POSTGRES_DB),
+-- MLflow and Prefect.
+CREATE DATABASE tspipe_mlflow;
+CREATE DATABASE tspipe_prefect;

@@ -18,6 +18,7 @@ from tspipe.doors.cli_encoder import app as encoder_app
 from tspipe.doors.cli_eval import app as eval_app
 from tspipe.doors.cli_extract import extract_command
 from tspipe.doors.cli_probe import probe_command
+from tspipe.doors.cli_stack import app as stack_app
 from tspipe.doors.options import ParamsOpt, RootOpt, load_run
 from tspipe.errors import TspipeError
 
@@ -238,6 +239,7 @@ app.command("probe")(probe_command)
 app.add_typer(encoder_app, name="encoder")
 app.command("extract")(extract_command)
 app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and proposal AR@AN.")
+app.add_typer(stack_app, name="stack")
 
 
 # A full disk (or quota, or file size limit) is the environment, not a bug: a named error.
