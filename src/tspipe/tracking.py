@@ -31,6 +31,18 @@ TAG_GIT = "tspipe.git_commit"
 TAG_FLOW_RUN = "tspipe.prefect_flow_run_id"
 TAG_DVC = "tspipe.dvc_stage_hash"
 TAG_FEATURE_VERSION = "tspipe.feature_version"
+TAG_CACHED = "tspipe.cached"
+# MLflow 3 opens an experiment without a kind on its GenAI (traces) page: this one holds
+# model-training runs, shown on the classic runs table.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "tspipe runs: one `pipeline` run per pipeline run, one nested run per stage run, "
+        "named `STAGE` or `STAGE@VARIANT` (tsp, tac, ...). Evaluate runs hold BMN / G-TAD "
+        "metrics (`bmn.auc`, `gtad.average_map`, ...) and AR-AN / mAP plots; the registered "
+        "model `tspipe-encoder` holds every fine-tuned encoder (alias `@best`: the variant "
+        "whose features scored best in the last comparison)."),
+}
 
 
 def resolve_uri(cfg: TrackingConfig, paths: RunPaths) -> str:
@@ -74,7 +86,9 @@ class TrackedRun:
             for k, v in tags.items():
                 self.tracker.client.set_tag(self.run_id, k, v)
 
-    def register_model(self, name: str, path: str | Path, tags: Mapping[str, str]) -> str | None:
+    def register_model(self, name: str, path: str | Path, tags: Mapping[str, str],
+                       description: str | None = None, alias: str | None = None
+                       ) -> str | None:
         """Log ``path`` under ``model/`` and register it as a new version of model ``name``
         (created on first use) with ``tags``; the version number, None without tracking.
         A version whose ``sha256`` tag equals ``tags["sha256"]`` already holds these
@@ -84,19 +98,34 @@ class TrackedRun:
         from mlflow.exceptions import MlflowException
 
         client = self.tracker.client
+        version = None
         if "sha256" in tags:
             for mv in client.search_model_versions(f"name = '{name}'"):
                 if mv.tags.get("sha256") == tags["sha256"]:
-                    return mv.version
-        client.log_artifact(self.run_id, str(path), "model")
-        try:
-            client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        source = f"{client.get_run(self.run_id).info.artifact_uri}/model/{Path(path).name}"
-        return client.create_model_version(name, source, run_id=self.run_id,
-                                           tags=dict(tags)).version
+                    version = mv.version
+                    for k, v in tags.items():  # e.g. registered before variants were tagged
+                        if mv.tags.get(k) is None:
+                            client.set_model_version_tag(name, version, k, v)
+        if version is None:
+            client.log_artifact(self.run_id, str(path), "model")
+            try:
+                client.create_registered_model(name, description=REGISTERED_DESCRIPTION)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            source = f"{client.get_run(self.run_id).info.artifact_uri}/model/{Path(path).name}"
+            version = client.create_model_version(name, source, run_id=self.run_id,
+                                                  tags=dict(tags),
+                                                  description=description).version
+        if alias:
+            client.set_registered_model_alias(name, alias, version)
+        return version
+
+
+REGISTERED_DESCRIPTION = (
+    "Video encoders fine-tuned by tspipe (TSP or TAC, per compare.variants entry). Tags: "
+    "variant, mode, encoder, dataset, sha256 of the weights file. Aliases: one per variant "
+    "(its latest encoder) and `best` (the variant whose features scored best).")
 
 
 class Tracker:
@@ -112,13 +141,17 @@ class Tracker:
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            for key, value in EXPERIMENT_TAGS.items():  # made before these tags existed
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:"):
             # Artifacts beside the SQLite store, not in whatever folder the process runs in.
             location = (self.paths.root / "mlartifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags=EXPERIMENT_TAGS)
         except Exception:  # created by a concurrent process meanwhile
             exp = self.client.get_experiment_by_name(name)
             if exp is None:

@@ -123,6 +123,14 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     models = client.search_model_versions("name = 'tspipe-encoder'")
     assert sorted(m.tags["mode"] for m in models) == ["tac", "tac", "tsp"]  # base, tac, tsp
     assert base_sha in {m.tags["sha256"] for m in models}
+    # Each version names its variant, and is that variant's alias; `best` is the variant
+    # whose features scored best (G-TAD's average mAP).
+    by_variant = {m.tags["variant"]: m for m in models}
+    assert set(by_variant) == {"base", "tsp", "tac"}
+    assert by_variant["base"].tags["sha256"] == base_sha
+    for variant, mv in by_variant.items():
+        assert client.get_model_version_by_alias("tspipe-encoder", variant).version == mv.version
+        assert variant in mv.description
 
     # The comparison: one row per variant and method, the numbers of each variant's
     # metrics, as a file, on the compare run and on the pipeline's own run.
@@ -143,6 +151,14 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert parent_run.data.metrics["compare.tsp.bmn.auc"] == pytest.approx(
         table["tsp"]["bmn"]["auc"])
     assert "compare.md" in {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    gtad = {v: table[v]["gtad"]["average_map"] for v in ("tsp", "tac")}
+    best = max(gtad, key=lambda v: (gtad[v], v))
+    assert client.get_model_version_by_alias("tspipe-encoder", "best").version == \
+        by_variant[best].version
+    assert client.get_experiment_by_name("tspipe").tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+    assert "bmn/train_loss" in by_name["evaluate@tsp"].data.metrics
+    runs_before = len(_runs(root))
 
     # Second run: everything from the cache, nothing new in the catalog.
     again = tspipe_pipeline(params_path="params.yaml", root=str(root))
@@ -152,6 +168,16 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         assert len(cat.videos()) == 3
         assert len(cat.list_feature_versions()) == 2
     assert len([r for r in _runs(root) if r.data.tags.get("tspipe.kind") == "pipeline"]) == 2
+    # ... and one MLflow run only, the pipeline's, saying so: no stage run was made, and
+    # the catalog keeps its links to the runs that computed.
+    assert len(_runs(root)) == runs_before + 1
+    assert all(r["mlflow_run_id"] is None for r in again["stages"])
+    cached_parent = client.get_run(again["mlflow_run_id"])
+    assert cached_parent.data.tags["tspipe.cached"] == "true"
+    assert cached_parent.info.run_name == "pipeline (nothing new)"
+    with Catalog(url) as cat:
+        assert cat.show(versions["tsp"]).feature.mlflow_run_id == \
+            by_name["extract@tsp"].info.run_id
 
     # A deleted output is rebuilt, not served stale from the cache; a variant's output
     # only reruns that variant's stage.
@@ -160,6 +186,10 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     third = tspipe_pipeline(params_path="params.yaml", root=str(root))
     state = {r["stage"]: r["cached"] for r in third["stages"]}
     assert state == {**{n: True for n in RUNS}, "ingest": False, "evaluate@tac": False}
+    third_parent = third["mlflow_run_id"]
+    assert sorted(r.info.run_name for r in _runs(root)
+                  if r.data.tags.get("mlflow.parentRunId") == third_parent) == [
+        "evaluate@tac", "ingest"]
     assert (root / "data/annotations/annotations.json").exists()
 
     # The per-stage flow of a variant whose training is off writes markers only (no

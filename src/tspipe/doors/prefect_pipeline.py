@@ -16,7 +16,7 @@ from tspipe.doors.runner import pipeline_run
 from tspipe.paths import RunPaths
 from tspipe.provenance import dvc_out_md5, find_tool
 from tspipe.stages import instances
-from tspipe.tracking import TAG_FLOW_RUN, make_tracker
+from tspipe.tracking import TAG_CACHED, TAG_FLOW_RUN, make_tracker
 
 
 @task(name="dvc-commit")
@@ -52,7 +52,7 @@ def record_dvc_md5(params_path: str, root: str, variant: str) -> str | None:
     return md5
 
 
-@flow(name="tspipe-pipeline")
+@flow(name="tspipe-pipeline", flow_run_name="pipeline {params_path}")
 def tspipe_pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, Any]:
     """Run every enabled stage in order (synth -> ingest -> download -> decode -> flow -> base ->
     gvf -> pretrain, extract and evaluate per variant -> compare), each a subflow with its
@@ -83,6 +83,10 @@ def _pipeline(params_path: str, root: str) -> dict[str, Any]:
         if "compare" in ran:  # the table on the pipeline's own run too
             parent.log_artifact(paths.reports_dir / "compare.md")
             parent.log_metrics({f"compare.{k}": v for k, v in rows[-1]["metrics"].items()})
+        nothing_new = all(r["cached"] for r in rows)
+        parent.set_tags({TAG_CACHED: str(nothing_new).lower(),
+                         **({"mlflow.runName": "pipeline (nothing new)"} if nothing_new
+                            else {})})
     table = "\n".join(f"| {r['stage']} | {'cached' if r['cached'] else 'ran'} | {r['summary']} |"
                       for r in rows)
     if "compare" in ran:

@@ -3,62 +3,29 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
-from tspipe.config import Params, load_params
+from tspipe.config import Params
+from tspipe.doors.prefect_cache import (
+    BatchInputsPolicy,
+    StageInputsPolicy,
+    cache_state,
+    load,
+    load_bound,
+    task_storage,
+)
 from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import record_outcome, stage_run
 from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
-from tspipe.stages import STAGES, Batch, Stage, bind, instances
+from tspipe.stages import STAGES, Batch, instances
 from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
-
-
-def load(params_path: str, root: str) -> tuple[Params, RunPaths]:
-    paths = RunPaths.at(root)
-    return load_params(paths.resolve(params_path)), paths
-
-
-def load_bound(params_path: str, root: str, name: str) -> tuple[Stage, Params, RunPaths]:
-    """The stage of the stage run ``name`` (``NAME`` or ``NAME@VARIANT``) and the params
-    and paths it runs with."""
-    return bind(name, *load(params_path, root))
-
-
-@dataclass
-class StageInputsPolicy(CachePolicy):
-    """Cache key = content hash of the stage's params sections, input files and code.
-
-    Flow-run ids are not part of the key, so a later pipeline run reuses the work of an
-    earlier one. A run whose outputs are missing refreshes the cache instead of reading it
-    (see ``run_stage_flow``): a deleted output is rebuilt, never served stale.
-    """
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        stage, params, paths = load_bound(inputs["params_path"], inputs["root"], inputs["name"])
-        return f"{inputs['name']}-{stage.input_hash(params, paths)}"
-
-
-@dataclass
-class BatchInputsPolicy(CachePolicy):
-    """Cache key of one batch = its content key (ids, their entries or files' sha256) plus
-    the stage's params sections and code. A batch whose outputs are missing refreshes."""
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        stage, params, _ = load_bound(inputs["params_path"], inputs["root"], inputs["name"])
-        batch = Batch(tuple(inputs["ids"]), inputs["batch_key"])
-        return f"{inputs['name']}-batch-{stage.batch_key(params, batch)}"
 
 
 @task(name="run-batch", persist_result=True)
@@ -157,7 +124,7 @@ def ray_batches_flow(name: str, params_path: str, root: str,
     for ids, key, refresh in calls:
         with remote_options(**resources):
             futures.append(run_batch_task.with_options(
-                cache_policy=policy, refresh_cache=refresh,
+                cache_policy=policy, refresh_cache=refresh, **task_storage(paths),
                 task_run_name=f"{name}-shard-{ids[0]}").submit(
                 name, params_path, root, ids, key, mlflow_run_id))
     for future in futures:
@@ -183,22 +150,35 @@ def _run_stage_flow(name: str, params_path: str, root: str,
         return {"stage": name, "cached": False, "mlflow_run_id": None,
                 "metrics": result.metrics(), "summary": f"disabled ({result.reason})"}
     policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
-    tracker = make_tracker(params, paths)
+    batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
+    inputs = {"name": name, "params_path": params_path, "root": root}
+    present = stage.outputs_present(params, paths)
+    if stage.batching is None:
+        state = cache_state(policy, inputs, paths)
+        refresh = not present or state == "unreadable"
+        hit = not refresh and state == "readable"
+    else:
+        calls, hits = [], []
+        for b, done in stage.batching.plan(params, paths):
+            state = cache_state(batch_policy, {**inputs, "ids": list(b.ids),
+                                               "batch_key": b.key}, paths)
+            calls.append((list(b.ids), b.key, not done or state == "unreadable"))
+            hits.append(done and state == "readable")
+        # No batch at all (a disabled flow stage): nothing to compute; "cached" when its
+        # outputs are already there.
+        hit = all(hits) if calls else present
+    # A stage served whole from the cache gets no MLflow run: its earlier run keeps the
+    # links, and a nightly run that finds nothing new adds no stage runs.
+    tracker = None if hit else make_tracker(params, paths)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
         if stage.batching is None:
-            refresh = not stage.outputs_present(params, paths)
-            state = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh)(
+            st = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh,
+                                             **task_storage(paths))(
                 name, params_path, root, run.run_id, return_state=True)
-            result = state.result()
-            cached = state.name == "Cached"
+            result = st.result()
+            cached = st.name == "Cached"
         else:
-            batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
-            calls = [(list(b.ids), b.key, not done)
-                     for b, done in stage.batching.plan(params, paths)]
-            # No batch at all (a disabled flow stage): nothing to compute; "cached" when
-            # its outputs are already there.
-            nothing_to_do = not calls and stage.outputs_present(params, paths)
             cfg = getattr(params, stage.name, None)
             if getattr(cfg, "runner", "local") == "ray":
                 cached_flags = ray_batches_flow.with_options(
@@ -208,13 +188,17 @@ def _run_stage_flow(name: str, params_path: str, root: str,
                 cached_flags = []
                 for ids, key, refresh in calls:
                     st = run_batch_task.with_options(
-                        cache_policy=batch_policy, refresh_cache=refresh,
+                        cache_policy=batch_policy, refresh_cache=refresh, **task_storage(paths),
                         task_run_name=f"{name}-batch-{ids[0]}")(
                         name, params_path, root, ids, key, run.run_id, return_state=True)
                     st.result()  # raise the first failure
                     cached_flags.append(st.name == "Cached")
             result = finalize_task(name, params_path, root, run.run_id)
-            cached = all(cached_flags) if cached_flags else nothing_to_do
+            cached = all(cached_flags) if cached_flags else present
+        if hit and not cached:
+            logging.getLogger(__name__).warning(
+                "stage %s: expected from the cache but ran; its metrics have no MLflow run",
+                name)
         record_task(name, result, params_path, root, run.run_id, cached)
     create_markdown_artifact(_markdown(name, result, cached), key=artifact_key(name),
                              description=f"tspipe stage {name}")
@@ -231,7 +215,9 @@ def artifact_key(name: str) -> str:
 
 
 def _one_line(result: Any) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in list(result.metrics().items())[:6])
+    """Six metrics of the stage's own (a baseline's scores, ``uniform.*``, are not it)."""
+    own = [(k, v) for k, v in result.metrics().items() if not k.startswith("uniform.")]
+    return ", ".join(f"{k}={v:g}" for k, v in own[:6])
 
 
 def _make_flow(name: str):
@@ -254,7 +240,16 @@ def _make_flow(name: str):
     stage_flow.__doc__ = STAGES[name].help + (
         " Once per compare.variants entry (variant=None: all of them)."
         if STAGES[name].per_variant else "")
-    return flow(name=f"tspipe-{name}", log_prints=False)(stage_flow)
+    return flow(name=f"tspipe-{name}", log_prints=False,
+                flow_run_name=_run_name(name))(stage_flow)
+
+
+def _run_name(name: str):
+    """The flow run's name in the Prefect UI: ``extract@tsp``, not a random word pair."""
+    def run_name() -> str:
+        variant = (flow_run.parameters or {}).get("variant")
+        return f"{name}@{variant}" if variant else name
+    return run_name
 
 
 STAGE_FLOWS = {name: _make_flow(name) for name in STAGES}

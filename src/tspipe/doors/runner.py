@@ -78,11 +78,50 @@ def record_outcome(name: str, result: Any, run: TrackedRun, params: Params, path
     run.set_tags({"tspipe.cached": str(cached).lower(), **getattr(result, "tags", dict)()})
     for path in getattr(result, "artifacts", list)():
         run.log_artifact(path)
+    variant = name.partition("@")[2] or stage.name  # "base" has no variant: itself
     for model, path, tags in getattr(result, "registered_models", list)():
-        run.register_model(model, path, tags)
+        run.register_model(
+            model, path, {**tags, "variant": variant, "stage": name}, alias=variant,
+            description=f"{name}: {tags.get('mode', '?')} fine-tune of "
+                        f"{tags.get('encoder', '?')} on {tags.get('dataset', '?')} (epoch "
+                        f"{tags.get('exported_epoch', '?')}, sha256 "
+                        f"{tags.get('sha256', '?')[:12]})")
+    if stage.name == "compare":
+        mark_best_encoder(run, result)
     if isinstance(result, PartialRun):
         return  # other shards still to run: the run that finalizes records it
     record(stage.record_as or stage.name, result, params, paths, mlflow_run_id=run.run_id)
+
+
+# The comparison's ranking: G-TAD's average mAP, then BMN's AUC for variants without it.
+_RANKING = (("gtad", "average_map"), ("bmn", "auc"))
+
+
+def mark_best_encoder(run: TrackedRun, result: Any) -> str | None:
+    """Point the registry alias ``best`` at the encoder of the variant whose features
+    scored best in the comparison; the variant, or None (no scores, or no encoder of it
+    registered, e.g. an untrained variant)."""
+    from tspipe.stages.pretrain import REGISTERED_MODEL
+
+    if not (run.tracker and run.run_id):
+        return None
+    for method, key in _RANKING:
+        scored = [(r[key], r["variant"]) for r in result.rows
+                  if r.get("method") == method and r.get(key) is not None]
+        if scored:
+            break
+    else:
+        return None
+    best = max(scored)[1]
+    client = run.tracker.client
+    versions = [mv for mv in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+                if mv.tags.get("variant") == best]
+    if not versions:
+        return None
+    client.set_registered_model_alias(REGISTERED_MODEL, "best",
+                                      max(versions, key=lambda mv: int(mv.version)).version)
+    run.set_tags({"tspipe.best_variant": best})
+    return best
 
 
 def run_stage(name: str, params: Params, paths: RunPaths, reporter: Reporter, *,

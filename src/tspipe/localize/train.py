@@ -200,12 +200,15 @@ def fit(method: str, model: nn.Module, data: LocalizationData, recipe: Recipe, *
             opt.step()
             values = [float(p.detach()) for p in parts]
             sums += values
-            reporter.metric(f"{method}/loss", values[0], step)
+            if steps_per_epoch > 1:  # else the step curve is the epoch curve again
+                reporter.metric(f"{method}/train_loss_step", values[0], step)
             step += 1
         sched.step()
         mean = sums / steps_per_epoch
         history.append(EpochLoss(epoch, *map(float, mean)))
-        reporter.metric(f"{method}/epoch_loss", float(mean[0]), epoch)
+        for part, value in zip(("train_loss", "train_loss_tem", "train_loss_pem_reg",
+                                "train_loss_pem_cls"), mean, strict=True):
+            reporter.metric(f"{method}/{part}", float(value), epoch)
         reporter.advance(f"{method} epochs")
     return history
 
