@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec,plot,ray]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,torchcodec,plot,ray,lineage]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install tspipe with its dev, postgres, torchcodec, plot and ray extras
+install: $(STAMP)  ## create .venv and install tspipe with its dev, postgres, torchcodec, plot, ray and lineage extras
 
 demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (CPU)
 	$(BIN)/tspipe catalog upgrade

@@ -20,7 +20,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TSPIPE_CATALOG_URL",
-             "TSPIPE_DEVICE"):
+             "TSPIPE_DEVICE", "TSPIPE_OPENLINEAGE_URL"):
     os.environ.pop(_var, None)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -201,6 +201,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "TSPIPE_CATALOG_URL": ("catalog", "url"),
     "MLFLOW_TRACKING_URI": ("tracking", "uri"),
     "MLFLOW_EXPERIMENT_NAME": ("tracking", "experiment"),
+    "TSPIPE_OPENLINEAGE_URL": ("tracking", "openlineage"),
     "TSPIPE_DEVICE": ("extract", "device"),
 }
 # Overrides whose value may carry a secret: validated, but never echoed in messages.

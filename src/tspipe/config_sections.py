@@ -340,6 +340,11 @@ class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", min_length=1)
     experiment: str = Field("tspipe", min_length=1)
     enabled: bool = True
+    # OpenLineage events of every stage run (START and COMPLETE; tspipe.doors.openlineage):
+    # None: off; a file (file:PATH, file:///abs, or a path, relative to the run directory)
+    # of JSON lines, or an http(s)://host:port server (Marquez). TSPIPE_OPENLINEAGE_URL
+    # overrides it. Needs the lineage extra.
+    openlineage: str | None = Field(None, min_length=1)
 
     @field_validator("uri")
     @classmethod
@@ -350,6 +355,27 @@ class TrackingConfig(Section):
             return v
         raise ValueError(f"unknown scheme {scheme!r}: MLflow takes a folder or a "
                          f"{', '.join(s + ':' for s in _MLFLOW_SCHEMES)} URI")
+
+    @field_validator("openlineage")
+    @classmethod
+    def _lineage_target(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        scheme = parts.scheme.lower()
+        if len(scheme) <= 1:  # a path (one letter: a Windows drive)
+            return v
+        if scheme == "file" and parts.path and parts.netloc in ("", "localhost"):
+            return v
+        if scheme in ("http", "https") and parts.hostname:
+            return v
+        if scheme == "file":
+            raise ValueError("a file: URL names a local file: file:PATH or file:///abs/path")
+        if scheme in ("http", "https"):
+            raise ValueError(f"an {scheme}: URL needs a host: {scheme}://host:port")
+        raise ValueError(f"unknown scheme {scheme!r}: OpenLineage events go to a file "
+                         "(file:PATH, file:///abs/path or a plain path) or an http:// / "
+                         "https:// server")
 
 
 class CatalogConfig(Section):

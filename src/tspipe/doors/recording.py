@@ -224,7 +224,21 @@ RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None
 def record(name: str, result: Any, params: Params, paths: RunPaths, *,
            mlflow_run_id: str | None = None) -> None:
     recorder = RECORDERS.get(name)
-    if recorder is None:
-        return
-    with open_catalog(params, paths) as cat:
-        recorder(cat, result, params, paths, mlflow_run_id)
+    if recorder is not None:
+        with open_catalog(params, paths) as cat:
+            recorder(cat, result, params, paths, mlflow_run_id)
+    if params.tracking.openlineage:  # every stage run, with or without catalog rows
+        _emit_lineage(name, result, params, paths, mlflow_run_id)
+
+
+def _emit_lineage(name: str, result: Any, params: Params, paths: RunPaths,
+                  mlflow_run_id: str | None) -> None:
+    """OpenLineage events of the run (an optional extra: imported only when asked for)."""
+    try:
+        from tspipe.doors.openlineage import emit_stage_run
+    except ImportError as exc:
+        if not (exc.name or "").startswith("openlineage"):
+            raise
+        raise StageError("tracking.openlineage is set but openlineage-python is not "
+                         "installed: pip install 'tspipe[lineage]'") from None
+    emit_stage_run(name, result, params, paths, mlflow_run_id)
