@@ -41,7 +41,9 @@ EXPERIMENT_TAGS = {
         "named `STAGE` or `STAGE@VARIANT` (tsp, tac, ...). Evaluate runs hold BMN / G-TAD "
         "metrics (`bmn.auc`, `gtad.average_map`, ...) and AR-AN / mAP plots; the registered "
         "model `tspipe-encoder` holds every fine-tuned encoder (alias `@best`: the variant "
-        "whose features scored best in the last comparison)."),
+        "whose features scored best in the last comparison). In MLflow 3's UI, choose "
+        "'Model training' (not 'GenAI') at the top left, or open "
+        "`#/experiments?workflowType=machine_learning`."),
 }
 
 

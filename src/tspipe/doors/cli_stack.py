@@ -46,6 +46,7 @@ def stack_up(
                                "--no-deploy")
     s = stack.up(root, {"postgres": postgres_port, "mlflow": mlflow_port,
                         "prefect": prefect_port}, file if deploy else None, _say)
+    _say(s.ui_lines())
     _say("the stack is up; in your shell:")
     typer.echo(s.env_lines())
 

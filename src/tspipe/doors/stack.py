@@ -70,6 +70,13 @@ class Stack:
                 "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.ports['mlflow']}",
                 "PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api"}
 
+    def ui_lines(self) -> str:
+        """Where users look: MLflow in its model-training view (MLflow 3 opens its GenAI
+        view unless told), Prefect's dashboard."""
+        return (f"MLflow UI:  http://127.0.0.1:{self.ports['mlflow']}/#/experiments"
+                "?workflowType=machine_learning\n"
+                f"Prefect UI: http://127.0.0.1:{self.ports['prefect']}/dashboard")
+
     def env_lines(self) -> str:
         return "\n".join(f'export {k}="{v}"' for k, v in self.urls().items())
 
@@ -285,7 +292,9 @@ def up(root: Path, ports: dict[str, int | None], prefect_file: Path | None,
         "prefect", "server", "start", "--host", "127.0.0.1", "--port",
         str(stack.ports["prefect"])),
         {**env, "PREFECT_API_DATABASE_CONNECTION_URL": stack.server.url(
-            DATABASES["prefect"], driver="asyncpg", secret=secret)},
+            DATABASES["prefect"], driver="asyncpg", secret=secret),
+         # The UI asks this address for its data (else :4200, whatever the port).
+         "PREFECT_UI_API_URL": stack.urls()["PREFECT_API_URL"]},
         f"{stack.urls()['PREFECT_API_URL']}/health", say, timeout=300)
     _ensure_pools(stack, say)
     if prefect_file is not None:

@@ -79,7 +79,10 @@ def _scores(paths: RunPaths) -> tuple[str | None, dict[str, dict[str, float]] | 
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ["variant", "feature version", "method", *(c for c, _, _ in COLUMNS)]
+    # "mAP@0.5" is an e-mail address to GitHub's and Prefect's Markdown (a mailto: link):
+    # the backslash keeps it text.
+    head = ["variant", "feature version", "method",
+            *(c.replace("@", "\\@") for c, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], (r["feature_version"] or "-")[:12], r["method"]]
