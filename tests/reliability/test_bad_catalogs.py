@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import assert_clean_failure, cli_env, tspipe, write_params
+from reliability_helpers import assert_clean_failure, tspipe_in_process, write_params
 
 from tspipe.catalog import upgrade
 
@@ -87,25 +87,36 @@ def run_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def cli(run_dir: Path, monkeypatch, capsys):
+    """``tspipe ARGS`` in the run directory, in this process (each case pays no second
+    start-up of Python and torch); ``env``: variables set for it and after."""
+    monkeypatch.chdir(run_dir)
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return tspipe_in_process(monkeypatch, capsys, *args)
+    return run
+
+
+INGEST = ("stage", "ingest", "--params", "params.yaml", "--root", ".")
+
+
 @pytest.mark.parametrize("kind", sorted(CASES))
-def test_bad_catalog_is_a_named_error(kind: str, run_dir: Path, tmp_path: Path,
-                                      ledger) -> None:
+def test_bad_catalog_is_a_named_error(kind: str, cli, tmp_path: Path, ledger) -> None:
     url, needles = CASES[kind](tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    listed = tspipe(run_dir, "catalog", "list", "--url", url)
-    out = assert_clean_failure(listed, *needles)
-    staged = tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
-                    env=cli_env(TSPIPE_CATALOG_URL=url))
-    out += assert_clean_failure(staged, *needles)
+    out = assert_clean_failure(cli("catalog", "list", "--url", url), *needles)
+    out += assert_clean_failure(cli(*INGEST, TSPIPE_CATALOG_URL=url), *needles)
     assert "hunter2" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created there
     ledger.record("bad_input", f"catalog-{kind}")
 
 
-def test_upgrade_does_not_create_a_missing_folder(run_dir: Path, tmp_path: Path,
-                                                  ledger) -> None:
+def test_upgrade_does_not_create_a_missing_folder(cli, tmp_path: Path, ledger) -> None:
     missing = tmp_path / "some" / "missing" / "dir"
-    proc = tspipe(run_dir, "catalog", "upgrade", "--url", f"sqlite:///{missing / 'c.db'}")
+    proc = cli("catalog", "upgrade", "--url", f"sqlite:///{missing / 'c.db'}")
     assert_clean_failure(proc, f"folder {missing} does not exist")
     assert not (tmp_path / "some").exists()
     ledger.record("bad_input", "catalog-missing-folder")
@@ -144,27 +155,23 @@ def _catalog(tmp: Path) -> str:
     return url
 
 
-def test_read_only_catalog_lists_but_refuses_a_write(run_dir: Path, tmp_path: Path,
-                                                    ledger) -> None:
+def test_read_only_catalog_lists_but_refuses_a_write(cli, tmp_path: Path, ledger) -> None:
     url = _catalog(tmp_path)
     with _read_only(tmp_path / "ro.db"):
-        listed = tspipe(run_dir, "catalog", "list", "--url", url)
+        listed = cli("catalog", "list", "--url", url)
         assert listed.returncode == 0, listed.stdout + listed.stderr  # reading is fine
-        staged = tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
-                        env=cli_env(TSPIPE_CATALOG_URL=url))
+        staged = cli(*INGEST, TSPIPE_CATALOG_URL=url)
     assert_clean_failure(staged, "register dataset 'badcatalogs'", "the catalog is read-only",
                          f"make {tmp_path / 'ro.db'} and its folder writable",
                          "or point --url / TSPIPE_CATALOG_URL at a writable catalog")
     ledger.record("bad_input", "catalog-read-only-file")
 
 
-def test_read_only_folder_is_a_named_error(run_dir: Path, tmp_path: Path, ledger) -> None:
+def test_read_only_folder_is_a_named_error(cli, tmp_path: Path, ledger) -> None:
     url = _catalog(tmp_path)
     needles = ("cannot open catalog", "unable to open database file",
                f"check that {tmp_path} exists and that this user may read and write ro.db")
     with _read_only(tmp_path / "ro.db", tmp_path):  # no room for SQLite's -wal and -shm
-        assert_clean_failure(tspipe(run_dir, "catalog", "list", "--url", url), *needles)
-        assert_clean_failure(
-            tspipe(run_dir, "stage", "ingest", "--params", "params.yaml", "--root", ".",
-                   env=cli_env(TSPIPE_CATALOG_URL=url)), *needles)
+        assert_clean_failure(cli("catalog", "list", "--url", url), *needles)
+        assert_clean_failure(cli(*INGEST, TSPIPE_CATALOG_URL=url), *needles)
     ledger.record("bad_input", "catalog-read-only-folder")
