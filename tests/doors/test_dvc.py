@@ -32,24 +32,28 @@ def mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project):
+    # The data half of the graph (a target and what it depends on): the whole graph runs
+    # in test_prefect_flow_and_dvc_agree and, from nothing, under `make reliability`.
     root = dvc_project
-    first = dvc(root, "repro")
+    first = dvc(root, "repro", "decode")
     assert "Running stage 'synth'" in first.stdout and "Running stage 'ingest'" in first.stdout
+    assert "Running stage 'base'" not in first.stdout
     ann = json.loads((root / "data/annotations/annotations.json").read_text())
     assert len(ann["database"]) == 3
     assert json.loads((root / "metrics/ingest.json").read_text())["videos"] == 3.0
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(instances(load_params(root / "params.yaml")))
+    assert set(lock["stages"]) == {"synth", "ingest", "download", "decode"}
+    assert set(lock["stages"]) < set(instances(load_params(root / "params.yaml")))
     manifest = json.loads((root / "data/manifest/downloads.json").read_text())
     assert [e["status"] for e in manifest["videos"]] == ["ok"] * 3
     decode = json.loads((root / "metrics/decode.json").read_text())
     assert decode["ok"] == 3.0 and decode["action_rows"] >= 3
-    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    assert json.loads(dvc(root, "status", "--json", "decode").stdout) == {}
 
     upstream = ("data/synth", "data/annotations", "data/videos", "data/manifest")
     before = {d: mtimes(root / d) for d in upstream}
     clips_before = mtimes(root / "data/clips")
-    second = dvc(root, "repro")
+    second = dvc(root, "repro", "decode")
     assert "Running stage" not in second.stdout
     assert {d: mtimes(root / d) for d in upstream} == before
     assert mtimes(root / "data/clips") == clips_before
@@ -58,22 +62,20 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["decode"]["min_background_clips"] = 1000
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"decode"}
-    third = dvc(root, "repro")
+    assert set(json.loads(dvc(root, "status", "--json", "decode").stdout)) == {"decode"}
+    third = dvc(root, "repro", "decode")
     assert "Running stage 'decode'" in third.stdout
     for other in ("synth", "ingest", "download"):
         assert f"Running stage '{other}'" not in third.stdout
     assert {d: mtimes(root / d) for d in upstream} == before
     assert json.loads((root / "metrics/decode.json").read_text())["background_rows"] == 0
-    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    assert json.loads(dvc(root, "status", "--json", "decode").stdout) == {}
 
     # dvc repro went through the same door: the catalog holds the dataset of each run.
     from tspipe.catalog import Catalog
 
     with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
-        # the benchmark and the base stage's corpus (2 files), registered when the base ran
-        assert sorted((d.name, d.num_videos) for d in cat.datasets()) == [
-            ("synthactions", 3), ("synthactions_corpus", 2)]
+        assert [(d.name, d.num_videos) for d in cat.datasets()] == [("synthactions", 3)]
         rows = cat.videos("synthactions")
     assert [r.status for r in rows] == ["ok"] * 3
     assert all(r.sha256 and r.fps == 30.0 for r in rows)

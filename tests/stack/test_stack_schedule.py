@@ -74,7 +74,7 @@ def _epoch(iso: str) -> float:
 def test_a_schedule_fires_on_the_stack_and_picks_up_a_new_video(run_dir, repo_root):
     from stack_checks import check_catalog, check_mlflow_runs
 
-    ids = make_run_dir(run_dir, repo_root, interval_s=20)
+    ids = make_run_dir(run_dir, repo_root, interval_s=10)
     from stack_helpers import free_port
 
     ports = {"postgres": free_port(), "mlflow": free_port(), "prefect": free_port()}
@@ -126,12 +126,15 @@ def test_a_schedule_fires_on_the_stack_and_picks_up_a_new_video(run_dir, repo_ro
     from dashboard_checks import assert_dashboards
 
     assert shutil.which("chromium"), "no chromium: apt-get install chromium (see .ci/run)"
+    t_dash = time.monotonic()
     seen = assert_dashboards(env["MLFLOW_TRACKING_URI"], api.removesuffix("/api"),
                              stage_runs={f"extract@{VARIANT}", f"evaluate@{VARIANT}"},
                              screenshots_dir=os.environ.get("TSPIPE_SCREENSHOTS"))
     assert seen["prefect"]["flow_run"].startswith("pipeline"), seen["prefect"]["flow_run"]
 
+    t_down = time.monotonic()
     down = stack(run_dir, "down", timeout=180)
+    t_end = time.monotonic()
     assert down.returncode == 0, down.stderr[-3000:]
     for name, info in state["processes"].items():
         assert not Path(f"/proc/{info['pid']}").exists(), f"{name} still runs"
@@ -140,7 +143,8 @@ def test_a_schedule_fires_on_the_stack_and_picks_up_a_new_video(run_dir, repo_ro
                 if str(run_dir).encode() in _cmdline(p)]
     assert not leftover, [_cmdline(p) for p in leftover]
     print(f"\nstack up {startup:.1f} s; first scheduled run {first_wall:.1f} s, "
-          f"second (1 new video) {second_wall:.1f} s")
+          f"second (1 new video) {second_wall:.1f} s; dashboards {t_down - t_dash:.1f} s; "
+          f"stack down {t_end - t_down:.1f} s")
 
 
 def state_url(state: dict) -> str:

@@ -144,21 +144,24 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], marker:
     return proc
 
 
-def _stop(info: dict, timeout: float = 20) -> bool:
-    """SIGTERM to the process group (the worker's flow runs too), then SIGKILL."""
-    if not _alive(info):
-        return False
-    pgid = os.getpgid(info["pid"])
-    os.killpg(pgid, signal.SIGTERM)
+def _stop(infos: dict[str, dict], timeout: float = 20) -> dict[str, bool]:
+    """SIGTERM to each process group (a worker's flow runs too) at once, then SIGKILL to
+    what is left after ``timeout``; per name, whether it was running."""
+    groups = {name: os.getpgid(info["pid"]) for name, info in infos.items() if _alive(info)}
+    for pgid in groups.values():
+        os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.3)
-    os.killpg(pgid, signal.SIGKILL)
-    return True
+    left = dict(groups)
+    while left and time.monotonic() < deadline:
+        for name, pgid in list(left.items()):
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                del left[name]
+        time.sleep(0.2)
+    for pgid in left.values():
+        os.killpg(pgid, signal.SIGKILL)
+    return {name: name in groups for name in infos}
 
 
 # -- the services, in start order --------------------------------------------------------------
@@ -305,11 +308,13 @@ def up(root: Path, ports: dict[str, int | None], prefect_file: Path | None,
 
 def down(root: Path, say: Callable[[str], None]) -> Stack:
     stack = Stack.load(root)
-    for name in [*(f"worker-{p}" for p in POOLS), "prefect", "mlflow"]:
-        info = stack.processes.pop(name, None)
-        if info is None:
-            continue
-        say(f"{name}: {'stopped' if _stop(info) else 'was not running'}")
+    workers = {n: stack.processes[n] for n in (f"worker-{p}" for p in POOLS)
+               if n in stack.processes}
+    servers = {n: stack.processes[n] for n in ("prefect", "mlflow") if n in stack.processes}
+    for group in (workers, servers):  # workers first: they report to the Prefect server
+        for name, was_running in _stop(group).items():
+            say(f"{name}: {'stopped' if was_running else 'was not running'}")
+            del stack.processes[name]
         stack.save()
     if stack.postgres.get("mode") == "managed":
         stopped = pg.managed_down(Path(stack.postgres["data_dir"]))
