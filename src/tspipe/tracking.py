@@ -47,6 +47,17 @@ EXPERIMENT_TAGS = {
 }
 
 
+# Sections that say where results are recorded, not what they are: outside params hashes
+# (TSPIPE_CATALOG_URL or MLFLOW_TRACKING_URI set, the same numbers, the same hash).
+RECORDING_SECTIONS = ("tracking", "catalog")
+
+
+def numbers_hash(params: Params, sections: tuple[str, ...] | None = None) -> str:
+    """Hash of the params ``sections`` (default: all) that can change a number."""
+    names = sections if sections is not None else tuple(type(params).model_fields)
+    return params.section_hash(*(n for n in names if n not in RECORDING_SECTIONS))
+
+
 def resolve_uri(cfg: TrackingConfig, paths: RunPaths) -> str:
     """A relative ``sqlite:///file.db`` is made absolute inside the run directory."""
     return paths.resolve_sqlite_url(cfg.uri)
@@ -161,7 +172,7 @@ class Tracker:
             return exp.experiment_id
 
     def base_tags(self, params: Params) -> dict[str, str]:
-        tags = {TAG_PARAMS_HASH: params.section_hash(*type(params).model_fields)}
+        tags = {TAG_PARAMS_HASH: numbers_hash(params)}
         commit = git_commit(self.paths.root)
         if commit:
             tags[TAG_GIT] = commit

@@ -52,6 +52,12 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     assert ingest_run.data.metrics["videos"] == 3.0
     assert ingest_run.data.params["dataset.name"] == "synthactions"
     assert ingest_run.data.tags["tspipe.prefect_flow_run_id"]
+    from tspipe.config import load_params
+    from tspipe.stages import STAGES
+    from tspipe.tracking import numbers_hash
+
+    assert ingest_run.data.tags["tspipe.params_hash"] == numbers_hash(
+        load_params(root / "params.yaml"), STAGES["ingest"].sections)
     assert all(r.info.status == "FINISHED" for r in runs)
     # A variant's run logs its own params: the overrides applied.
     assert by_name["pretrain@tac"].data.params["pretrain.mode"] == "tac"

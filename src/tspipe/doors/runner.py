@@ -19,12 +19,14 @@ from tspipe.reporting import MultiReporter, Reporter
 from tspipe.stages import STAGES, PartialRun, bind
 from tspipe.tracking import (
     TAG_KIND,
+    TAG_PARAMS_HASH,
     TAG_STAGE,
     TAG_VARIANT,
     MlflowReporter,
     TrackedRun,
     Tracker,
     make_tracker,
+    numbers_hash,
 )
 
 
@@ -50,6 +52,8 @@ def stage_run(tracker: Tracker | None, name: str, params: Params, *,
     stage = STAGES[stage_name]
     run_params = {s: getattr(params, s).model_dump(mode="json") for s in stage.sections}
     all_tags = {**tracker.base_tags(params), **tracker.dvc_tag(name), TAG_KIND: "stage",
+                # a stage run's params hash: the sections it reads, no others
+                TAG_PARAMS_HASH: numbers_hash(params, stage.sections),
                 TAG_STAGE: stage_name, **({TAG_VARIANT: variant} if variant else {}),
                 **(tags or {})}
     with tracker.run(name, params=run_params, tags=all_tags, parent_id=parent_id) as run:
