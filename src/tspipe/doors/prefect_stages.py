@@ -10,28 +10,33 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
-from tspipe.config import Params
-from tspipe.doors.prefect_cache import (
-    BatchInputsPolicy,
-    StageInputsPolicy,
-    cache_state,
-    load,
-    load_bound,
-    task_storage,
-)
+from tspipe.config import Params, load_params
+from tspipe.doors.prefect_cache import batch_cache_key, cache_state, stage_cache_key, task_cache
 from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import record_outcome, stage_run
 from tspipe.errors import StageError
 from tspipe.paths import RunPaths
 from tspipe.reporting import LoggingReporter, MultiReporter
-from tspipe.stages import STAGES, Batch, instances
+from tspipe.stages import STAGES, Batch, Stage, bind, instances
 from tspipe.tracking import TAG_FLOW_RUN, MlflowReporter, TrackedRun, make_tracker
+
+
+def load(params_path: str, root: str) -> tuple[Params, RunPaths]:
+    paths = RunPaths.at(root)
+    return load_params(paths.resolve(params_path)), paths
+
+
+def load_bound(params_path: str, root: str, name: str) -> tuple[Stage, Params, RunPaths]:
+    """The stage of the stage run ``name`` (``NAME`` or ``NAME@VARIANT``) and the params
+    and paths it runs with."""
+    return bind(name, *load(params_path, root))
 
 
 @task(name="run-batch", persist_result=True)
 def run_batch_task(name: str, params_path: str, root: str, ids: list[str], batch_key: str,
-                   mlflow_run_id: str | None) -> int:
-    """One batch of a many-video stage; what it writes is its result, so it returns a count."""
+                   mlflow_run_id: str | None, cache_key: str) -> int:
+    """One batch of a many-video stage; what it writes is its result, so it returns a count.
+    ``cache_key``: its key in Prefect's cache (:func:`batch_cache_key`)."""
     stage, params, paths = load_bound(params_path, root, name)
     reporter = _reporter(params, paths, mlflow_run_id)
     batching = stage.batching
@@ -54,8 +59,10 @@ def _reporter(params: Params, paths: RunPaths, mlflow_run_id: str | None) -> Mul
 
 
 @task(name="run-stage", persist_result=True)
-def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None) -> Any:
-    """Runs the stage function; its (pickled) result is the cached value."""
+def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None,
+                   cache_key: str) -> Any:
+    """Runs the stage function; its (pickled) result is the cached value, under
+    ``cache_key`` (:func:`stage_cache_key`)."""
     stage, params, paths = load_bound(params_path, root, name)
     return stage.run(params, paths, _reporter(params, paths, mlflow_run_id))
 
@@ -106,7 +113,7 @@ def ray_task_runner(address: str | None) -> Any:
 
 @flow(name="tspipe-shards-on-ray")
 def ray_batches_flow(name: str, params_path: str, root: str,
-                     calls: list[tuple[list[str], str, bool]],
+                     calls: list[tuple[list[str], str, bool, str]],
                      mlflow_run_id: str | None) -> list[bool]:
     """One task per shard, submitted to Ray at once; each asks Ray for the GPUs
     (``ray_gpus_per_shard``, when the cluster has any) and CPUs of one shard. Returns, per
@@ -116,17 +123,16 @@ def ray_batches_flow(name: str, params_path: str, root: str,
 
     stage, params, paths = load_bound(params_path, root, name)
     cfg = getattr(params, stage.name)
-    policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     resources = {"num_cpus": cfg.ray_cpus_per_shard,
                  "num_gpus": cfg.ray_gpus_per_shard if has_gpus else 0}
     futures = []
-    for ids, key, refresh in calls:
+    for ids, key, refresh, cache_key in calls:
         with remote_options(**resources):
             futures.append(run_batch_task.with_options(
-                cache_policy=policy, refresh_cache=refresh, **task_storage(paths),
+                refresh_cache=refresh, **task_cache(paths),
                 task_run_name=f"{name}-shard-{ids[0]}").submit(
-                name, params_path, root, ids, key, mlflow_run_id))
+                name, params_path, root, ids, key, mlflow_run_id, cache_key))
     for future in futures:
         future.wait()
     for future in futures:
@@ -149,20 +155,18 @@ def _run_stage_flow(name: str, params_path: str, root: str,
     if (result := stage.run_disabled(params, paths)) is not None:
         return {"stage": name, "cached": False, "mlflow_run_id": None,
                 "metrics": result.metrics(), "summary": f"disabled ({result.reason})"}
-    policy = StageInputsPolicy().configure(key_storage=str(paths.prefect_results))
-    batch_policy = BatchInputsPolicy().configure(key_storage=str(paths.prefect_results))
-    inputs = {"name": name, "params_path": params_path, "root": root}
     present = stage.outputs_present(params, paths)
     if stage.batching is None:
-        state = cache_state(policy, inputs, paths)
+        cache_key = stage_cache_key(name, stage, params, paths)
+        state = cache_state(cache_key, paths)
         refresh = not present or state == "unreadable"
         hit = not refresh and state == "readable"
     else:
         calls, hits = [], []
         for b, done in stage.batching.plan(params, paths):
-            state = cache_state(batch_policy, {**inputs, "ids": list(b.ids),
-                                               "batch_key": b.key}, paths)
-            calls.append((list(b.ids), b.key, not done or state == "unreadable"))
+            key = batch_cache_key(name, stage, params, b)
+            state = cache_state(key, paths)
+            calls.append((list(b.ids), b.key, not done or state == "unreadable", key))
             hits.append(done and state == "readable")
         # No batch at all (a disabled flow stage): nothing to compute; "cached" when its
         # outputs are already there.
@@ -173,9 +177,8 @@ def _run_stage_flow(name: str, params_path: str, root: str,
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     with stage_run(tracker, name, params, parent_id=parent_run_id, tags=tags) as run:
         if stage.batching is None:
-            st = run_stage_task.with_options(cache_policy=policy, refresh_cache=refresh,
-                                             **task_storage(paths))(
-                name, params_path, root, run.run_id, return_state=True)
+            st = run_stage_task.with_options(refresh_cache=refresh, **task_cache(paths))(
+                name, params_path, root, run.run_id, cache_key, return_state=True)
             result = st.result()
             cached = st.name == "Cached"
         else:
@@ -186,11 +189,12 @@ def _run_stage_flow(name: str, params_path: str, root: str,
                     name, params_path, root, calls, run.run_id)
             else:
                 cached_flags = []
-                for ids, key, refresh in calls:
+                for ids, key, refresh, cache_key in calls:
                     st = run_batch_task.with_options(
-                        cache_policy=batch_policy, refresh_cache=refresh, **task_storage(paths),
+                        refresh_cache=refresh, **task_cache(paths),
                         task_run_name=f"{name}-batch-{ids[0]}")(
-                        name, params_path, root, ids, key, run.run_id, return_state=True)
+                        name, params_path, root, ids, key, run.run_id, cache_key,
+                        return_state=True)
                     st.result()  # raise the first failure
                     cached_flags.append(st.name == "Cached")
             result = finalize_task(name, params_path, root, run.run_id)

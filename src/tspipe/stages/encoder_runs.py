@@ -249,21 +249,26 @@ class ShardReport:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
+def shard_done(run: EncoderRun, batch: Batch) -> bool:
+    return run.shard_report(batch).exists() and run.shard_file(batch).exists()
+
+
 def shard_batching(make_run: Callable[[Params, RunPaths], EncoderRun],
                    run_batch: Callable[[Params, RunPaths, Batch, Reporter], Any],
-                   finalize: Callable[[Params, RunPaths, Reporter], Any]) -> Batching:
-    """A one-encoder stage's batching: its shards, whether one is complete, and both in
-    one pass (the encoder loaded once)."""
+                   finalize: Callable[[Params, RunPaths, Reporter], Any],
+                   done: Callable[[EncoderRun, Batch], bool] = shard_done) -> Batching:
+    """A one-encoder stage's batching: its shards, whether one is complete (``done``), and
+    both in one pass (the encoder loaded once)."""
 
     def batches(params: Params, paths: RunPaths) -> list[Batch]:
         return make_run(params, paths).batches()
 
     def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
-        return shard_done(make_run(params, paths), batch)
+        return done(make_run(params, paths), batch)
 
     def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
         run = make_run(params, paths)
-        return [(b, shard_done(run, b)) for b in run.batches()]
+        return [(b, done(run, b)) for b in run.batches()]
 
     return Batching(batches, run_batch, batch_done, finalize, status)
 
@@ -277,10 +282,6 @@ def encode_shard(run: EncoderRun, batch: Batch, writer: FeatureWriter, reporter:
                             resize=run.prep.resize, batch_size=cfg.batch_size,
                             workers=cfg.workers, device=run.device, amp=cfg.amp,
                             dtype=dtype, preprocess_on=cfg.preprocess_on, reporter=reporter)
-
-
-def shard_done(run: EncoderRun, batch: Batch) -> bool:
-    return run.shard_report(batch).exists() and run.shard_file(batch).exists()
 
 
 def shard_reports(run: EncoderRun) -> list[ShardReport]:

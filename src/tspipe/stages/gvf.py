@@ -37,7 +37,7 @@ from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch, Batching, Stage
+from tspipe.stages.contract import Batch, Stage
 from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     EncoderRun,
@@ -45,6 +45,7 @@ from tspipe.stages.encoder_runs import (
     encode_shard,
     encoder_inputs,
     encoder_run,
+    shard_batching,
     shard_reports,
 )
 
@@ -94,20 +95,6 @@ class GvfStageResult:
 
 def _finished(run: EncoderRun, batch: Batch) -> bool:
     return shard_finished(run.shard_file(batch), run.shard_report(batch), stage="gvf")
-
-
-def batches(params: Params, paths: RunPaths) -> list[Batch]:
-    return make_run(params, paths).batches()
-
-
-def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
-    return _finished(make_run(params, paths), batch)
-
-
-def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
-    """Every shard and whether it is done and readable (the encoder loaded once)."""
-    run = make_run(params, paths)
-    return [(b, _finished(run, b)) for b in run.batches()]
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> int:
@@ -165,6 +152,7 @@ STAGE = Stage(
     inputs=encoder_inputs("gvf"),
     outputs=lambda params, paths: [paths.gvf_file, paths.metrics("gvf")],
     code=("tspipe.stages.gvf", *ENCODER_CODE),
-    batching=Batching(batches, run_batch, batch_done, finalize, status),
+    # a shard is done when it is finished and readable (a damaged one is redone)
+    batching=shard_batching(make_run, run_batch, finalize, done=_finished),
     enabled=lambda params: params.gvf.enabled,
 )
