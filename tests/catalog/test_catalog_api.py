@@ -40,8 +40,8 @@ def _execute(url: str, sql: str) -> None:
 
 def test_migrate_from_empty_then_every_call(catalog_url: str) -> None:
     assert current_revision(catalog_url) is None
-    assert upgrade(catalog_url) == head_revision() == "0003"
-    assert current_revision(catalog_url) == "0003"
+    assert upgrade(catalog_url) == head_revision() == "0004"
+    assert current_revision(catalog_url) == "0004"
     with Catalog(catalog_url) as catalog:
         filled = fill(catalog)
 
@@ -126,10 +126,11 @@ def test_registration_is_idempotent(catalog_url: str) -> None:
                 videos["v1"].duration) == ("failed", "corrupt", sha("1"), 30.5)
         assert (videos["v3"].status, videos["v3"].reason) == ("ok", None)
 
-        # An evaluation is replaced on its key, never duplicated.
+        # The same params and code again are the same fact: the stored row stays as it was.
         again = catalog.record_evaluation(first.tsp.id, method="gtad", subset="validation",
-                                          metric="average_map", value=0.36)
-        assert again.value == 0.36 and again.mlflow_run_id == "run-gtad-tsp"
+                                          metric="average_map", value=0.36,
+                                          mlflow_run_id="run-other")
+        assert again.value == 0.3585 and again.mlflow_run_id == "run-gtad-tsp"
         assert _counts(catalog_url) == before
 
         with pytest.raises(CatalogError, match="registered as arch 'r2plus1d_34'"):
@@ -182,21 +183,34 @@ def test_best_and_compare(catalog: Catalog) -> None:
     assert catalog.best("gtad.average_map", subset="testing") is None
     with pytest.raises(CatalogError, match="names method 'gtad'"):
         catalog.best("gtad.average_map", method="bmn")
-    # A raised score for the official features makes them the best.
-    catalog.record_evaluation(filled.official.id, method="gtad", subset="validation",
-                              metric="average_map", value=0.40)
+    # A later evaluation of the official features with other params scores higher: by
+    # default (the latest evaluation of each) they are the best; the earlier params'
+    # best is still asked for by hash, and --all sees both.
+    catalog.record_evaluations(filled.official.id, method="gtad", subset="validation",
+                               metrics={"average_map": 0.40, "ar@100": 0.70},
+                               params={"seed": 1}, params_hash="beef" * 16)
     assert catalog.best("gtad.average_map").feature.id == filled.official.id
+    assert catalog.best("gtad.average_map", params_hash="beef").evaluation.value == 0.40
+    assert catalog.best("gtad.average_map", every=True).evaluation.params == {"seed": 1}
 
     comparison = catalog.compare(filled.official.id[:8], filled.tsp.id)
     assert (comparison.a.id, comparison.b.id) == (filled.official.id, filled.tsp.id)
-    rows = [(r.method, r.subset, r.metric, r.value_a, r.value_b) for r in comparison.rows]
-    assert rows == [("bmn", "validation", "auc", 0.6712, 0.6890),
-                    ("gtad", "validation", "ar@100", None, 0.7512),
-                    ("gtad", "validation", "average_map", 0.40, 0.3585)]
+    rows = [(r.method, r.subset, r.metric, r.value_a, r.value_b, r.params_a)
+            for r in comparison.rows]
+    assert rows == [("bmn", "validation", "auc", 0.6712, 0.6890, ""),
+                    ("gtad", "validation", "ar@100", 0.70, 0.7512, "beef" * 16),
+                    ("gtad", "validation", "average_map", 0.40, 0.3585, "beef" * 16)]
     diffs = [r.difference for r in comparison.rows]
     assert diffs[0] == pytest.approx(0.0178)
-    assert diffs[1] is None
+    assert diffs[1] == pytest.approx(0.0512)
     assert diffs[2] == pytest.approx(-0.0415)
+    # Every record, keyed by params hash too: only the legacy gtad rows pair up.
+    every = catalog.compare(filled.official.id, filled.tsp.id, every=True)
+    assert [(r.metric, r.params_a, r.value_a, r.value_b) for r in every.rows
+            if r.method == "gtad"] == [("ar@100", None, None, 0.7512),
+                                       ("ar@100", "beef" * 16, 0.70, None),
+                                       ("average_map", "", 0.3412, 0.3585),
+                                       ("average_map", "beef" * 16, 0.40, None)]
     with pytest.raises(CatalogError, match="matches no feature version"):
         catalog.compare("ffff0000", filled.tsp.id)
 

@@ -23,7 +23,7 @@ def _json(*args: str) -> object:
 def test_every_command(catalog_url: str) -> None:
     upgraded = runner.invoke(app, ["upgrade", "--url", catalog_url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0003" in upgraded.stdout
+    assert "revision 0004" in upgraded.stdout
     with Catalog(catalog_url) as catalog:
         filled = fill(catalog)
     url = ("--url", catalog_url)
@@ -63,6 +63,33 @@ def test_every_command(catalog_url: str) -> None:
         table = runner.invoke(app, [*args, *url])
         assert table.exit_code == 0, table.output
         assert "anet" in table.stdout or "auc" in table.stdout
+
+
+def test_scores_are_chosen_by_params(catalog_url: str) -> None:
+    """`show` prints the params behind each score; `best` / `show` / `compare` take the
+    latest evaluation, one params hash, or all of them."""
+    runner.invoke(app, ["upgrade", "--url", catalog_url])
+    url = ("--url", catalog_url)
+    with Catalog(catalog_url) as catalog:
+        filled = fill(catalog)
+        catalog.record_evaluations(filled.official.id, method="bmn", subset="validation",
+                                   metrics={"auc": 0.75}, params={"localize": {"seed": 1}},
+                                   params_hash="5eed" * 16, code_version="c" * 64)
+    shown = runner.invoke(app, ["show", filled.official.id[:8], *url], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "5eed5eed5eed" in shown.stdout and '{"localize": {"seed": 1}}' in shown.stdout
+    assert "(not recorded)" in shown.stdout  # the gtad score kept from before params were
+    assert _json("best", "--metric", "bmn.auc", *url, "--json")["evaluation"]["value"] == 0.75
+    legacy = _json("show", filled.official.id, "--params-hash", "5eed", *url, "--json")
+    assert [e["metric"] for e in legacy["evaluations"]] == ["auc"]
+    every = _json("show", filled.official.id, "--all", *url, "--json")
+    assert sorted(e["value"] for e in every["evaluations"] if e["metric"] == "auc") == [
+        0.6712, 0.75]
+    compared = _json("compare", filled.official.id, filled.tsp.id, "--all", *url, "--json")
+    assert len([r for r in compared["rows"] if r["metric"] == "auc"]) == 2
+    both = runner.invoke(app, ["best", "--metric", "bmn.auc", "--all", "--params-hash",
+                               "5eed", *url])
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 def test_errors_go_to_stderr_with_exit_2(catalog_url: str,

@@ -31,7 +31,7 @@ def test_models_and_migration_agree(catalog_url: str) -> None:
         engine.dispose()
     # The naming convention, not the backend, named the constraints.
     assert names == {("datasets", "uq_datasets_name_annotation_sha256"),
-                     ("evaluations", "uq_evaluations_feature_version_id_method_subset_metric")}
+                     ("evaluations", "uq_evaluations_record")}
 
 
 def test_upgrade_is_idempotent_and_downgrade_undoes_it(catalog_url: str) -> None:

@@ -72,7 +72,7 @@ def test_cli_show_lists_the_sources(catalog: Catalog, catalog_url: str) -> None:
 
 def test_downgrade_to_0002_drops_the_sources_and_upgrade_brings_the_table_back(
         catalog_url: str) -> None:
-    assert upgrade(catalog_url) == "0003"
+    assert upgrade(catalog_url) == "0004"
     with Catalog(catalog_url) as catalog:
         rgb, flow, both = _two_stream(catalog)
         catalog.record_feature_sources(both.id, [("rgb", rgb.id), ("flow", flow.id)])
@@ -84,7 +84,7 @@ def test_downgrade_to_0002_drops_the_sources_and_upgrade_brings_the_table_back(
         assert current_revision(catalog_url) == "0002"
         assert "feature_version_sources" not in inspect(engine).get_table_names()
         assert count_rows(catalog_url, "feature_versions") == versions
-        assert upgrade(catalog_url) == "0003"
+        assert upgrade(catalog_url) == "0004"
         assert count_rows(catalog_url, "feature_version_sources") == 0
         with Catalog(catalog_url) as catalog:
             catalog.record_feature_sources(both.id, [("rgb", rgb.id), ("flow", flow.id)])

@@ -175,12 +175,12 @@ def test_the_database_enforces_status_and_feature_version(catalog: Catalog,
 
 
 def test_downgrade_to_0001_and_upgrade_again(catalog_url: str) -> None:
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
     assert upgrade(catalog_url, "0001") == "0001"
     engine = make_engine(catalog_url)
     try:
         assert "feature_videos" not in inspect(engine).get_table_names()
-        assert upgrade(catalog_url) == "0003"
+        assert upgrade(catalog_url) == "0004"
         with Catalog(catalog_url) as catalog:
             filled = fill(catalog)
             _record_three(catalog, filled.tsp.id, reused_from=filled.official.id)
@@ -193,10 +193,10 @@ def test_downgrade_to_0001_and_upgrade_again(catalog_url: str) -> None:
         names = set(inspect(engine).get_table_names())
         assert "feature_videos" not in names and set(OLD_TABLES) <= names
         assert {name: count_rows(catalog_url, name) for name in OLD_TABLES} == before
-        with pytest.raises(CatalogError, match=r"revision '0001', older than '0003'"):
+        with pytest.raises(CatalogError, match=r"revision '0001', older than '0004'"):
             Catalog(catalog_url)
 
-        assert upgrade(catalog_url) == "0003"
+        assert upgrade(catalog_url) == "0004"
         assert count_rows(catalog_url, "feature_videos") == 0
         with Catalog(catalog_url) as catalog:
             assert catalog.show(filled.tsp.id).video_counts == FeatureVideoCounts()

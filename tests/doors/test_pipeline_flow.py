@@ -121,6 +121,14 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         assert {"evaluate_ar_an.png", "evaluate_map_tiou.png", "evaluate_losses.png"} <= logged
         scores = json.loads((root / f"metrics/{variant}/localize.json").read_text())
         assert scores["gtad"]["auc"] == pytest.approx(eval_run.data.metrics["gtad.auc"])
+        # Each score carries the params behind it: their hash is the run's tag.
+        with Catalog(url) as cat:
+            scored = cat.show(current["feature_version"]).evaluations
+        assert {e.params_hash for e in scored} == {eval_run.data.tags["tspipe.params_hash"]}
+        assert {e.mlflow_run_id for e in scored} == {eval_run.info.run_id}
+        assert scored[0].params["localize"]["seed"] == load_params(root / "params.yaml") \
+            .localize.seed
+        assert scored[0].code_version == STAGES["evaluate"].code_version()
     assert versions["tsp"] != versions["tac"]
     with Catalog(url) as cat:
         assert {v.id for v in cat.list_feature_versions()} == set(versions.values())
@@ -198,10 +206,38 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         "evaluate@tac", "ingest"]
     assert (root / "data/annotations/annotations.json").exists()
 
-    # The per-stage flow of a variant whose training is off writes markers only (no
-    # MLflow run); the pipeline flow leaves that variant's pretrain out altogether.
+    # Another localize seed: evaluation reruns and adds records; the earlier scores stay,
+    # with their run links, and queries choose (latest by default, or by params hash).
     import yaml
 
+    def evaluations(**choice) -> dict[tuple[str, str, str, str], float]:
+        with Catalog(url) as cat:
+            return {(e.feature_version_id, e.method, e.metric, e.params_hash): e.value
+                    for v in versions.values()
+                    for e in cat.show(v, **choice).evaluations}
+
+    first_scores = evaluations()
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["localize"]["seed"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    reseeded = tspipe_pipeline(params_path="params.yaml", root=str(root))
+    assert {r["stage"] for r in reseeded["stages"] if not r["cached"]} == {
+        "evaluate@tsp", "evaluate@tac", "compare"}
+    new_hash = client.get_run(next(r["mlflow_run_id"] for r in reseeded["stages"]
+                                   if r["stage"] == "evaluate@tsp")).data.tags[
+        "tspipe.params_hash"]
+    every = evaluations(every=True)
+    assert {k: v for k, v in every.items() if k in first_scores} == first_scores
+    assert len(every) == 2 * len(first_scores)
+    assert {k[3] for k in evaluations()} == {new_hash}
+    old_hash = next(iter({k[3] for k in first_scores}))
+    assert evaluations(params_hash=old_hash[:8]) == first_scores
+    with Catalog(url) as cat:  # the run that computed them, still
+        assert {e.mlflow_run_id for e in cat.show(versions["tsp"], params_hash=old_hash)
+                .evaluations} == {by_name["evaluate@tsp"].info.run_id}
+
+    # The per-stage flow of a variant whose training is off writes markers only (no
+    # MLflow run); the pipeline flow leaves that variant's pretrain out altogether.
     from tspipe.doors.prefect_stages import STAGE_FLOWS
 
     raw = yaml.safe_load((root / "params.yaml").read_text())

@@ -158,6 +158,7 @@ def evaluation_record(row: schema.Evaluation) -> EvaluationRecord:
         id=row.id, feature_version_id=row.feature_version_id, method=row.method,
         dataset_id=row.dataset_id, subset=row.subset, metric=row.metric, value=row.value,
         mlflow_run_id=row.mlflow_run_id, created_at=utc(row.created_at),
+        params_hash=row.params_hash, params=row.params, code_version=row.code_version,
     )
 
 

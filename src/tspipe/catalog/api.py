@@ -39,10 +39,10 @@ from tspipe.catalog.schema import CHECKPOINT_ORIGINS, FEATURE_STATUSES, utcnow
 from tspipe.catalog.writes import (
     insert_checkpoint,
     insert_dataset,
+    insert_evaluations,
     insert_feature_version,
     replace_feature_sources,
     update_feature_status,
-    upsert_evaluations,
     upsert_feature_videos,
     upsert_videos,
 )
@@ -247,31 +247,45 @@ class Catalog:
     def record_evaluations(
         self, feature_version_id: str, *, method: str, subset: str,
         metrics: Mapping[str, float], dataset_id: int | None = None,
-        mlflow_run_id: str | None = None,
+        mlflow_run_id: str | None = None, params: Mapping[str, Any] | None = None,
+        params_hash: str = "", code_version: str = "",
     ) -> list[EvaluationRecord]:
-        """Record (or replace) several metrics of one evaluation run, in one transaction.
+        """Record the metrics of one evaluation run, in one transaction, with the params
+        behind them (``params_hash`` names them: hex, as MLflow's ``tspipe.params_hash``
+        tag) and the evaluation code's version.
 
-        ``dataset_id`` defaults to the feature version's dataset.
+        Append-only: other params or code add rows; the same ones again add nothing and
+        change nothing (a missing MLflow run id is filled in). ``dataset_id`` defaults to
+        the feature version's dataset.
         """
         item = f"evaluation {method}/{subset} of feature version {feature_version_id[:12]}"
         check_method(method)
         if not subset or not metrics:
             raise CatalogError(f"{item}: subset and at least one metric are required")
+        for field, value in (("params_hash", params_hash), ("code_version", code_version)):
+            if not isinstance(value, str) or len(value) > 64:
+                raise CatalogError(f"{item}: {field} must be a string of at most 64 "
+                                   f"characters, not {value!r}")
+        if params is not None and not params_hash:
+            raise CatalogError(f"{item}: params given without their params_hash")
         values = {metric: check_value(value, item=f"{item}: metric {metric!r}")
                   for metric, value in metrics.items()}
-        return self._write(f"record {item}", lambda session: upsert_evaluations(
+        return self._write(f"record {item}", lambda session: insert_evaluations(
             session, feature_version_id, method=method, subset=subset, values=values,
-            dataset_id=dataset_id, mlflow_run_id=mlflow_run_id, item=item))
+            dataset_id=dataset_id, mlflow_run_id=mlflow_run_id, params=params,
+            params_hash=params_hash.lower(), code_version=code_version, item=item))
 
     def record_evaluation(
         self, feature_version_id: str, *, method: str, subset: str, metric: str,
         value: float, dataset_id: int | None = None, mlflow_run_id: str | None = None,
+        params: Mapping[str, Any] | None = None, params_hash: str = "",
+        code_version: str = "",
     ) -> EvaluationRecord:
-        """Record (or replace) one metric: one row per (feature version, method, subset,
-        metric)."""
+        """Record one metric (see ``record_evaluations``)."""
         return self.record_evaluations(
             feature_version_id, method=method, subset=subset, metrics={metric: value},
-            dataset_id=dataset_id, mlflow_run_id=mlflow_run_id)[0]
+            dataset_id=dataset_id, mlflow_run_id=mlflow_run_id, params=params,
+            params_hash=params_hash, code_version=code_version)[0]
 
     # -- queries (read-only transactions) -------------------------------------------------
 
@@ -304,20 +318,36 @@ class Catalog:
         with self._read() as session:
             return q.feature_versions(session, dataset, encoder)
 
-    def show(self, feature_version_id: str) -> FeatureLineage:
-        """A feature version (id or unique prefix) with everything it came from and every
-        score it got."""
+    def show(self, feature_version_id: str, *, params_hash: str | None = None,
+             every: bool = False) -> FeatureLineage:
+        """A feature version (id or unique prefix) with everything it came from and its
+        scores: by default the latest evaluation per (method, subset); ``params_hash`` (a
+        prefix): those of these localize params; ``every``: all of them."""
         with self._read() as session:
-            return q.lineage(session, feature_version_id)
+            return q.lineage(session, feature_version_id, _choice(params_hash, every))
 
     def best(self, metric: str, dataset: str | int | None = None, method: str | None = None,
-             subset: str | None = None) -> BestResult | None:
+             subset: str | None = None, *, params_hash: str | None = None,
+             every: bool = False) -> BestResult | None:
         """The feature version with the highest ``metric`` (``"gtad.average_map"``, or
-        ``"average_map"`` with ``method``), or None if nothing recorded it."""
+        ``"average_map"`` with ``method``) among the evaluations chosen as in ``show``,
+        or None if none recorded it."""
         with self._read() as session:
-            return q.best(session, metric, dataset, method, subset)
+            return q.best(session, metric, dataset, method, subset,
+                          _choice(params_hash, every))
 
-    def compare(self, id_a: str, id_b: str) -> Comparison:
-        """Both versions' values per (method, subset, metric); ``difference`` is b - a."""
+    def compare(self, id_a: str, id_b: str, *, params_hash: str | None = None,
+                every: bool = False) -> Comparison:
+        """Both versions' values per (method, subset, metric), chosen as in ``show``
+        (``every``: per params hash too); ``difference`` is b - a."""
         with self._read() as session:
-            return q.compare(session, id_a, id_b)
+            return q.compare(session, id_a, id_b, _choice(params_hash, every))
+
+
+def _choice(params_hash: str | None, every: bool) -> q.Choice:
+    if params_hash is not None and every:
+        raise CatalogError("choose the evaluations by params hash or take all of them, "
+                           "not both")
+    if params_hash is not None and len(params_hash.strip()) < 4:
+        raise CatalogError(f"params hash {params_hash!r}: give at least 4 hex digits")
+    return q.Choice(params_hash, every)

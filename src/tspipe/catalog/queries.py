@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from tspipe.catalog._convert import (
     feature_record,
     feature_video_record,
     one_of,
+    utc,
     video_record,
 )
 from tspipe.catalog.records import (
@@ -160,7 +162,35 @@ def feature_video_counts(session: Session, fid: str) -> FeatureVideoCounts:
                               reused=reused or 0)
 
 
-def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
+class Choice(NamedTuple):
+    """Which evaluation records a query reads: ``every`` one, those of one params hash
+    (``params_hash``, a prefix), or by default the latest per (feature version, method,
+    subset): the rows of the params hash and code version that scored last."""
+
+    params_hash: str | None = None
+    every: bool = False
+
+
+LATEST = Choice()
+
+
+def chosen(rows: Sequence[Evaluation], choice: Choice) -> list[Evaluation]:
+    """The rows of ``rows`` that ``choice`` keeps, in their order."""
+    if choice.params_hash is not None:
+        key = choice.params_hash.strip().lower()
+        return [r for r in rows if key and r.params_hash.startswith(key)]
+    if choice.every:
+        return list(rows)
+    latest: dict[tuple[str, str, str], tuple[tuple[Any, int], tuple[str, str]]] = {}
+    for r in rows:
+        group, rank = (r.feature_version_id, r.method, r.subset), (utc(r.created_at), r.id)
+        if group not in latest or rank > latest[group][0]:
+            latest[group] = (rank, (r.params_hash, r.code_version))
+    return [r for r in rows if (r.params_hash, r.code_version)
+            == latest[(r.feature_version_id, r.method, r.subset)][1]]
+
+
+def lineage(session: Session, id_or_prefix: str, choice: Choice = LATEST) -> FeatureLineage:
     version = feature(session, resolve(session, id_or_prefix))
     dataset = dataset_record(require(session, Dataset, version.dataset_id, "dataset"))
     checkpoint = checkpoint_record(
@@ -172,9 +202,10 @@ def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
         ancestors.append(ancestor)
         seen.add(parent)
         parent = ancestor.parent_sha256
-    evaluations = tuple(evaluation_record(row) for row in session.scalars(
+    evaluations = tuple(evaluation_record(row) for row in chosen(session.scalars(
         select(Evaluation).where(Evaluation.feature_version_id == version.id)
-        .order_by(Evaluation.method, Evaluation.subset, Evaluation.metric)))
+        .order_by(Evaluation.method, Evaluation.subset, Evaluation.metric,
+                  Evaluation.created_at, Evaluation.id)).all(), choice))
     runs = [version.mlflow_run_id, checkpoint.mlflow_run_id,
             *(a.mlflow_run_id for a in ancestors), *(e.mlflow_run_id for e in evaluations)]
     sources = tuple(FeatureSourceRecord(row.position, row.stream, feature(session, row.source_id))
@@ -189,7 +220,8 @@ def lineage(session: Session, id_or_prefix: str) -> FeatureLineage:
 
 
 def best(session: Session, metric: str, dataset: str | int | None = None,
-         method: str | None = None, subset: str | None = None) -> BestResult | None:
+         method: str | None = None, subset: str | None = None,
+         choice: Choice = LATEST) -> BestResult | None:
     method, name = split_metric(metric, method)
     where: list[ColumnElement[bool]] = [Evaluation.metric == name]
     if method is not None:
@@ -198,29 +230,40 @@ def best(session: Session, metric: str, dataset: str | int | None = None,
         where.append(Evaluation.subset == subset)
     if dataset is not None:
         where.append(Evaluation.dataset_id.in_(dataset_ids(dataset)))
-    top = session.scalars(
-        select(Evaluation)
+    rows = session.execute(
+        select(Evaluation, FeatureVersion.created_at)
         .join(FeatureVersion, Evaluation.feature_version_id == FeatureVersion.id)
-        .where(*where)
-        # Ties go to the older feature version: the first to reach the value.
-        .order_by(Evaluation.value.desc(), FeatureVersion.created_at, FeatureVersion.id)
-        .limit(1)).first()
-    if top is None:
+        .where(*where)).all()
+    made = {e.feature_version_id: utc(created) for e, created in rows}
+    kept = chosen([e for e, _ in rows], choice)
+    if not kept:
         return None
+    # Ties go to the older feature version (the first to reach the value), then the
+    # older record.
+    top = min(kept, key=lambda e: (-e.value, made[e.feature_version_id],
+                                   e.feature_version_id, utc(e.created_at), e.id))
     return BestResult(feature=feature(session, top.feature_version_id),
                       evaluation=evaluation_record(top))
 
 
-def compare(session: Session, id_a: str, id_b: str) -> Comparison:
+def compare(session: Session, id_a: str, id_b: str, choice: Choice = LATEST) -> Comparison:
+    """Both versions' chosen values per (method, subset, metric), and per params hash
+    too when ``choice.every``; where a version has several, the latest."""
     versions = [feature(session, resolve(session, key)) for key in (id_a, id_b)]
-    values = [
-        {(e.method, e.subset, e.metric): e.value for e in session.scalars(
-            select(Evaluation).where(Evaluation.feature_version_id == version.id))}
-        for version in versions
-    ]
-    rows = []
+    values: list[dict[tuple[str, ...], Evaluation]] = []
+    for version in versions:
+        rows = chosen(session.scalars(
+            select(Evaluation).where(Evaluation.feature_version_id == version.id)
+            .order_by(Evaluation.created_at, Evaluation.id)).all(), choice)
+        values.append({(e.method, e.subset, e.metric,
+                         *((e.params_hash,) if choice.every else ())): e for e in rows})
+    out = []
     for key in sorted(values[0].keys() | values[1].keys()):
         a, b = values[0].get(key), values[1].get(key)
-        rows.append(ComparisonRow(*key, value_a=a, value_b=b,
-                                  difference=None if a is None or b is None else b - a))
-    return Comparison(a=versions[0], b=versions[1], rows=tuple(rows))
+        out.append(ComparisonRow(
+            key[0], key[1], key[2], value_a=None if a is None else a.value,
+            value_b=None if b is None else b.value,
+            difference=None if a is None or b is None else b.value - a.value,
+            params_a=None if a is None else a.params_hash,
+            params_b=None if b is None else b.params_hash))
+    return Comparison(a=versions[0], b=versions[1], rows=tuple(out))

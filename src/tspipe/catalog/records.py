@@ -141,6 +141,9 @@ class FeatureVideoCounts:
 
 @dataclass(frozen=True, slots=True)
 class EvaluationRecord:
+    """One score, with the localize params (and their hash) and the code version behind
+    it; a row from before these were recorded has '' for both and ``params`` None."""
+
     id: int
     feature_version_id: str
     method: str
@@ -150,6 +153,9 @@ class EvaluationRecord:
     value: float
     mlflow_run_id: str | None
     created_at: datetime
+    params_hash: str = ""
+    params: dict[str, Any] | None = None
+    code_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +197,8 @@ class BestResult:
 
 @dataclass(frozen=True, slots=True)
 class ComparisonRow:
-    """One (method, subset, metric): ``difference = value_b - value_a`` when both exist."""
+    """One (method, subset, metric): ``difference = value_b - value_a`` when both exist;
+    ``params_a`` / ``params_b`` are the params hashes behind each value."""
 
     method: str
     subset: str
@@ -199,6 +206,8 @@ class ComparisonRow:
     value_a: float | None
     value_b: float | None
     difference: float | None
+    params_a: str | None = None
+    params_b: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

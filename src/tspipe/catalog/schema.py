@@ -170,10 +170,20 @@ class FeatureVersionSource(Base):
 
 
 class Evaluation(Base):
-    """One number a localization method scored with a feature version on a subset."""
+    """One number a localization method scored with a feature version on a subset, under
+    one set of localize params (``params``; ``params_hash`` is the MLflow run's
+    ``tspipe.params_hash`` tag) and one code version of the evaluation.
+
+    Append-only: a run with other params or code adds rows and never changes earlier ones;
+    the same params and code again are the same fact (no new row). Rows written before
+    revision 0004 have ``params_hash`` and ``code_version`` '' and no params.
+    """
 
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("feature_version_id", "method", "subset", "metric"),)
+    __table_args__ = (UniqueConstraint(
+        "feature_version_id", "method", "subset", "metric", "params_hash", "code_version",
+        # Named by hand: the convention's name would pass PostgreSQL's 63 characters.
+        name="uq_evaluations_record"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feature_version_id: Mapped[str] = mapped_column(ForeignKey("feature_versions.id"))
@@ -183,4 +193,7 @@ class Evaluation(Base):
     metric: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    params_hash: Mapped[str] = mapped_column(String(64), server_default="")
+    params: Mapped[dict[str, Any] | None]
+    code_version: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -144,29 +144,34 @@ def replace_feature_sources(session: Session, fid: str, sources: Sequence[tuple[
     return len(sources)
 
 
-def upsert_evaluations(
+def insert_evaluations(
     session: Session, feature_version_id: str, *, method: str, subset: str,
-    values: Mapping[str, float], dataset_id: int | None, mlflow_run_id: str | None, item: str,
+    values: Mapping[str, float], dataset_id: int | None, mlflow_run_id: str | None,
+    params: Mapping[str, Any] | None, params_hash: str, code_version: str, item: str,
 ) -> list[EvaluationRecord]:
-    """Insert or replace one row per metric of ``values``; ``dataset_id`` None: the
-    feature version's dataset."""
+    """Insert one row per metric of ``values`` unless the same (params hash, code version)
+    already scored it: rows are never changed, except that a missing MLflow run id is
+    filled in. ``dataset_id`` None: the feature version's dataset."""
     feature_row = require(session, schema.FeatureVersion, feature_version_id, "feature version")
     on = feature_row.dataset_id if dataset_id is None else require(
         session, schema.Dataset, dataset_id, f"{item}: dataset").id
+    key = ["feature_version_id", "method", "subset", "metric", "params_hash", "code_version"]
     stmt = _insert(session, schema.Evaluation)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["feature_version_id", "method", "subset", "metric"],
-        set_={"value": stmt.excluded.value, "dataset_id": stmt.excluded.dataset_id,
-              "mlflow_run_id": func.coalesce(stmt.excluded.mlflow_run_id,
-                                             schema.Evaluation.mlflow_run_id)})
+        index_elements=key,
+        set_={"mlflow_run_id": func.coalesce(schema.Evaluation.mlflow_run_id,
+                                             stmt.excluded.mlflow_run_id)})
     now = schema.utcnow()
     session.execute(stmt, [  # sorted: one lock order for concurrent writers
         {"feature_version_id": feature_row.id, "method": method, "dataset_id": on,
-         "subset": subset, "metric": metric, "value": value,
-         "mlflow_run_id": mlflow_run_id, "created_at": now}
+         "subset": subset, "metric": metric, "value": value, "mlflow_run_id": mlflow_run_id,
+         "params_hash": params_hash, "params": None if params is None else dict(params),
+         "code_version": code_version, "created_at": now}
         for metric, value in sorted(values.items())])
     rows = session.scalars(select(schema.Evaluation).where(
         schema.Evaluation.feature_version_id == feature_row.id, schema.Evaluation.method == method,
         schema.Evaluation.subset == subset, schema.Evaluation.metric.in_(values),
+        schema.Evaluation.params_hash == params_hash,
+        schema.Evaluation.code_version == code_version,
     ).order_by(schema.Evaluation.metric)).all()
     return [evaluation_record(row) for row in rows]

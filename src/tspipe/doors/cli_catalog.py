@@ -35,6 +35,12 @@ Url = Annotated[str | None, typer.Option(
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 DatasetName = Annotated[str | None, typer.Option(
     "--dataset", help="Only this dataset (its name: every annotation version).")]
+ParamsHash = Annotated[str | None, typer.Option(
+    "--params-hash", help="Only the evaluations of these localize params (their hash, or a "
+                          "prefix of 4+ digits: `show` prints them).")]
+Every = Annotated[bool, typer.Option(
+    "--all", help="Every evaluation recorded, not only the latest of each feature version, "
+                  "method and subset (the default).")]
 _SHORT = 12  # hex digits of an id shown in tables; `show` and `compare` accept prefixes
 
 
@@ -123,11 +129,13 @@ def list_(
 @app.command()
 def show(
     feature_id: Annotated[str, typer.Argument(help="Feature version id or a unique prefix.")],
+    params_hash: ParamsHash = None, every: Every = False,
     url: Url = None, as_json: Json = False,
 ) -> None:
-    """Show a feature version's lineage: dataset, checkpoints, params, scores, runs."""
+    """Show a feature version's lineage: dataset, checkpoints, params, scores (with the
+    localize params behind each), runs."""
     with _opened(url) as catalog:
-        lineage = catalog.show(feature_id)
+        lineage = catalog.show(feature_id, params_hash=params_hash, every=every)
     if as_json:
         _emit_json(lineage)
         return
@@ -152,9 +160,20 @@ def show(
                [(str(src.position), src.stream, src.feature.id[:_SHORT], src.feature.encoder,
                  src.feature.checkpoint_sha256[:_SHORT], str(src.feature.feature_dim))
                 for src in lineage.sources])
-    _table("evaluations", ["method", "subset", "metric", "value", "mlflow run"],
-           [(e.method, e.subset, e.metric, f"{e.value:.4f}", e.mlflow_run_id)
+    _table("evaluations", ["method", "subset", "metric", "value", "params", "code",
+                           "mlflow run", "recorded"],
+           [(e.method, e.subset, e.metric, f"{e.value:.4f}", _params_name(e.params_hash),
+             e.code_version[:_SHORT], e.mlflow_run_id, _when(e))
             for e in lineage.evaluations])
+    behind = {e.params_hash: e.params for e in lineage.evaluations if e.params is not None}
+    if behind:
+        _table("params behind the scores", ["params", "values"],
+               [(h[:_SHORT], json.dumps(p, sort_keys=True)) for h, p in sorted(behind.items())])
+
+
+def _params_name(params_hash: str) -> str:
+    """A params hash as tables show it; '' is a score recorded before params were."""
+    return params_hash[:_SHORT] if params_hash else "(not recorded)"
 
 
 @app.command()
@@ -164,11 +183,14 @@ def best(
     dataset: DatasetName = None,
     method: Annotated[str | None, typer.Option(help="Only this method (bmn, gtad).")] = None,
     subset: Annotated[str | None, typer.Option(help="Only this subset.")] = None,
+    params_hash: ParamsHash = None, every: Every = False,
     url: Url = None, as_json: Json = False,
 ) -> None:
-    """Find the feature version with the highest value of a metric (exit 1 if none)."""
+    """Find the feature version with the highest value of a metric (exit 1 if none),
+    among the latest evaluation of each version unless --params-hash or --all."""
     with _opened(url) as catalog:
-        result = catalog.best(metric, dataset=dataset, method=method, subset=subset)
+        result = catalog.best(metric, dataset=dataset, method=method, subset=subset,
+                              params_hash=params_hash, every=every)
     if result is None:
         if as_json:
             _emit_json(None)
@@ -183,6 +205,9 @@ def best(
         ("method / subset / metric", f"{e.method} / {e.subset} / {e.metric}"),
         ("dataset", f.dataset_name), ("encoder", f.encoder),
         ("checkpoint", f.checkpoint_sha256), ("params", json.dumps(f.params, sort_keys=True)),
+        ("scored with", f"{_params_name(e.params_hash)} "
+                        f"{json.dumps(e.params, sort_keys=True) if e.params else ''}"),
+        ("code version", e.code_version), ("recorded", _when(e)),
         ("mlflow run", e.mlflow_run_id),
     ])
 
@@ -191,11 +216,13 @@ def best(
 def compare(
     id1: Annotated[str, typer.Argument(help="First feature version (a): id or prefix.")],
     id2: Annotated[str, typer.Argument(help="Second feature version (b): id or prefix.")],
+    params_hash: ParamsHash = None, every: Every = False,
     url: Url = None, as_json: Json = False,
 ) -> None:
-    """Compare two feature versions' scores per method, subset and metric (b - a)."""
+    """Compare two feature versions' scores per method, subset and metric (b - a): the
+    latest evaluation of each, or those of one params hash, or --all (per params hash)."""
     with _opened(url) as catalog:
-        comparison = catalog.compare(id1, id2)
+        comparison = catalog.compare(id1, id2, params_hash=params_hash, every=every)
     if as_json:
         _emit_json(comparison)
         return
@@ -204,9 +231,11 @@ def compare(
         return "" if value is None else f"{value:{sign}.4f}"
 
     _table(f"a = {comparison.a.id[:_SHORT]}, b = {comparison.b.id[:_SHORT]}",
-           ["method", "subset", "metric", "a", "b", "b - a"],
+           ["method", "subset", "metric", "a", "b", "b - a", "params a", "params b"],
            [(r.method, r.subset, r.metric, cell(r.value_a), cell(r.value_b),
-             cell(r.difference, "+")) for r in comparison.rows])
+             cell(r.difference, "+"), *(None if h is None else _params_name(h)
+                                        for h in (r.params_a, r.params_b)))
+            for r in comparison.rows])
 
 
 @app.command()

@@ -21,6 +21,8 @@ from tspipe.errors import StageError
 from tspipe.io import sha256_file
 from tspipe.paths import RunPaths
 from tspipe.provenance import git_commit
+from tspipe.stages import STAGES
+from tspipe.tracking import numbers_hash
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +207,17 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _record_evaluate(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                      mlflow_run_id: str | None) -> None:
-    """Each method's proposal metrics (and the baseline's) on the validation subset."""
+    """Each method's metrics (and the baseline's) on the validation subset, with the
+    localize params behind them (their hash is the MLflow run's params hash tag) and the
+    evaluation code's version: other params add rows, earlier ones stay."""
+    stage = STAGES["evaluate"]
     for method, metrics in result.scores.items():
         cat.record_evaluations(result.feature_version, method=method, subset="validation",
-                               metrics=metrics, mlflow_run_id=mlflow_run_id)
+                               metrics=metrics, mlflow_run_id=mlflow_run_id,
+                               params={s: getattr(params, s).model_dump(mode="json")
+                                       for s in stage.sections},
+                               params_hash=numbers_hash(params, stage.sections),
+                               code_version=stage.code_version())
 
 
 RECORDERS: dict[str, Callable[[Catalog, Any, Params, RunPaths, str | None], None]] = {
