@@ -1,4 +1,4 @@
-"""Where a result came from: ids and code versions, the git commit, the DVC stage hashes.
+"""Where a result came from: ids and code versions, the git commit, DVC output hashes.
 
 The feature version id (:func:`feature_version_id`) is the catalog's key and the folder
 name of a version's shards; the code part of it is a declared revision (below), not a
@@ -131,19 +131,6 @@ def git_commit(root: Path) -> str | None:
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
         return None
     return f"{sha}+dirty" if dirty else sha
-
-
-def dvc_stage_hashes(root: Path) -> dict[str, str]:
-    """Per stage, a hash of its ``dvc.lock`` entry (deps, params and outs as DVC saw them)."""
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return {}
-    try:
-        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        log.warning("%s: unreadable (%s); DVC stage hashes left out", lock, exc)
-        return {}
-    return {name: sha256_json(entry) for name, entry in (data.get("stages") or {}).items()}
 
 
 def dvc_out_md5(root: Path, stage: str, out: str) -> str | None:

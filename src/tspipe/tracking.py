@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params, TrackingConfig
+from tspipe.dvc_inputs import stage_inputs_hash
 from tspipe.paths import RunPaths
-from tspipe.provenance import dvc_stage_hashes, git_commit
+from tspipe.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,9 @@ class Tracker:
             Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def dvc_tag(self, stage: str) -> dict[str, str]:
-        h = dvc_stage_hashes(self.paths.root).get(stage)
+        """The inputs hash of DVC stage ``stage`` as they are now (before it runs): the
+        ``dvc.lock`` entry this run's outputs will be recorded under."""
+        h = stage_inputs_hash(self.paths.root, stage)
         return {TAG_DVC: h} if h else {}
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tspipe.config import load_params
+from tspipe.dvc_inputs import locked_inputs_hashes
 from tspipe.stages import STAGES, instances
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,7 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
     decode = json.loads((root / "metrics/decode.json").read_text())
     assert decode["ok"] == 3.0 and decode["action_rows"] >= 3
     assert json.loads(dvc(root, "status", "--json", "decode").stdout) == {}
+    first_lock = locked_inputs_hashes(root)
 
     upstream = ("data/synth", "data/annotations", "data/videos", "data/manifest")
     before = {d: mtimes(root / d) for d in upstream}
@@ -79,6 +81,20 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
         rows = cat.videos("synthactions")
     assert [r.status for r in rows] == ["ok"] * 3
     assert all(r.sha256 and r.fps == 30.0 for r in rows)
+
+    # Each stage run's MLflow run names the dvc.lock entry of its inputs, from the first
+    # run on: computed before the stage ran, equal to what DVC recorded after it.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tspipe").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    tags = [(r.info.run_name, r.data.tags.get("tspipe.dvc_stage_hash")) for r in runs]
+    final_lock = locked_inputs_hashes(root)
+    assert tags == [(name, first_lock[name]) for name in ("synth", "ingest", "download",
+                                                          "decode")] + [
+        ("decode", final_lock["decode"])]
+    assert final_lock["decode"] != first_lock["decode"]
 
 
 def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
