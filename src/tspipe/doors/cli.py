@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+import tspipe.doors.cli_catalog_io  # noqa: F401 (registers export, import, migrate, verify)
 from tspipe import __version__
 from tspipe.doors.cli_catalog import app as catalog_app
 from tspipe.doors.cli_encoder import app as encoder_app
