@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-import tspipe.doors.cli_catalog_io  # noqa: F401 (registers export, import, migrate, verify)
+import tspipe.doors.cli_catalog_io  # registers export, import, migrate, verify
+import tspipe.doors.cli_catalog_lineage  # noqa: F401 (registers lineage)
 from tspipe import __version__
 from tspipe.doors.cli_catalog import app as catalog_app
 from tspipe.doors.cli_encoder import app as encoder_app
