@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,38 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TSPIPE_CATALOG_UR
     os.environ.pop(_var, None)
 
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES_ENV = "TSPIPE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of an empty PostgreSQL schema of the test's own (search_path set in the URL),
+    dropped afterwards. The server comes from TSPIPE_TEST_POSTGRES_URL (e.g.
+    postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test); unset, the test skips
+    with the reason, except under CI (env CI set), where it fails: CI never skips them."""
+    from sqlalchemy import text
+
+    from tspipe.catalog import make_engine
+    from tspipe.catalog.engine import parse_url
+
+    if not os.environ.get(POSTGRES_ENV):
+        reason = (f"{POSTGRES_ENV} is not set (e.g. "
+                  "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test)")
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: PostgreSQL tests must run in CI, never skip")
+        pytest.skip(reason)
+    base = parse_url(os.environ[POSTGRES_ENV])
+    schema = f"tspipe_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -60,8 +60,23 @@ def lineage_of(catalog: Catalog, feature_id: str) -> dict[str, Any]:
     }
 
 
+# What the tree shows of a score record and of a checkpoint's training (--json: all).
+_HEADLINE = ("auc", "ar_at_100", "average_map")
+_TRAINING = ("mode", "encoder", "epochs", "optimizer", "lr_backbone", "lr_heads", "seed",
+             "init_checkpoint", "corpus")
+
+
 def _params(params: Any) -> str:
     return escape(json.dumps(params, sort_keys=True)) if params else "(not recorded)"
+
+
+def _training(params: dict[str, Any]) -> str:
+    """A checkpoint's training params in brief: the pretrain recipe's main keys."""
+    recipe = params.get("pretrain")
+    if not isinstance(recipe, dict):
+        return _params(params)
+    return ", ".join(f"{k}={escape(json.dumps(recipe[k]))}" for k in _TRAINING
+                     if recipe.get(k) is not None)
 
 
 def _tree(chain: dict[str, Any], label: str = "feature version") -> Tree:
@@ -89,17 +104,23 @@ def _tree(chain: dict[str, Any], label: str = "feature version") -> Tree:
             + (f", trained on {escape(trained['name'])} {trained['annotation_sha256'][:_SHORT]}"
                if trained else "") + f"), mlflow run {c['mlflow_run_id'] or '-'}")
         if c["params"]:
-            branch.add(f"params {_params(c['params'])}")
+            branch.add(f"training {_training(c['params'])}")
     for source in chain["sources"]:
         tree.add(_tree(source["lineage"], f"source {source['position']} "
                                           f"({escape(source['stream'])})"))
-    scores = tree.add(f"evaluations ({len(chain['evaluations'])})")
+    scores = tree.add(f"evaluations ({len(chain['evaluations'])} records; --json has "
+                      "every metric)")
+    by_params: dict[tuple[str, str], Tree] = {}
     for e in chain["evaluations"]:
-        metrics = ", ".join(f"{escape(k)} {v:.4f}" for k, v in sorted(e["metrics"].items()))
-        record = scores.add(f"{e['method']} / {e['subset']}: {metrics}")
-        record.add(f"params {e['params_hash'][:_SHORT] or '-'} {_params(e['params'])}, code "
-                   f"{e['code_version'][:_SHORT] or '-'}, mlflow run "
-                   f"{e['mlflow_run_id'] or '-'}, recorded {e['recorded'][:16]}")
+        key = (e["params_hash"], e["code_version"])
+        if key not in by_params:
+            by_params[key] = scores.add(
+                f"params {e['params_hash'][:_SHORT] or '-'} {_params(e['params'])}, code "
+                f"{e['code_version'][:_SHORT] or '-'}")
+        shown = {k: v for k, v in e["metrics"].items() if k in _HEADLINE} or e["metrics"]
+        metrics = ", ".join(f"{escape(k)} {v:.4f}" for k, v in sorted(shown.items()))
+        by_params[key].add(f"{e['method']} / {e['subset']}: {metrics} (mlflow run "
+                           f"{e['mlflow_run_id'] or '-'}, recorded {e['recorded'][:16]})")
     return tree
 
 
