@@ -58,8 +58,11 @@ def test_import_infers_arch_records_catalog_and_mlflow_once(project):
     assert again["model_version"] == "1"  # same file, same version
 
     rows = json.loads(invoke("encoder", "list", "--root", str(project), "--json").stdout)
+    # The catalog names a file inside the run directory relative to it (the folder can
+    # move); MLflow's model version holds the absolute URI MLflow needs.
     assert [(r["sha256"], r["arch"], r["origin"], r["uri"]) for r in rows] == [
-        (sha, "r2plus1d_tiny", "official", path.resolve().as_uri())]
+        (sha, "r2plus1d_tiny", "official", path.resolve().relative_to(project.resolve())
+         .as_posix())]
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     (mv,) = client.search_model_versions("name = 'tspipe-encoder-r2plus1d_tiny'")
     assert mv.source == path.resolve().as_uri() and mv.tags["sha256"] == sha

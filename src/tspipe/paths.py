@@ -13,8 +13,11 @@ A variant's paths (:meth:`RunPaths.for_variant`: the ``compare.variants`` of par
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 from tspipe.io import safe_id
 
@@ -40,6 +43,32 @@ class RunPaths:
         """A path from params.yaml: absolute as given, relative to the run directory."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.root / p
+
+    def relative(self, path: str | Path) -> str:
+        """How a path is written into a record (a report, a manifest): inside the run
+        directory, a POSIX path relative to its root, so the record still holds when the
+        folder is copied or moved; elsewhere, the absolute path."""
+        # abspath, not resolve: ".." folded, symlinks (a data folder linked in) kept.
+        p = Path(os.path.abspath(self.resolve(path)))  # noqa: PTH100
+        root = Path(os.path.abspath(self.root))  # noqa: PTH100
+        return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+    def to_uri(self, path: str | Path) -> str:
+        """A file as the catalog stores it: inside the run directory, relative to its root
+        (no scheme: the folder can move); elsewhere an absolute ``file://`` URI."""
+        rel = self.relative(path)
+        return rel if not Path(rel).is_absolute() else Path(rel).as_uri()
+
+    def resolve_uri(self, uri: str) -> Path:
+        """The local file ``uri`` names: a ``file://`` URI's path, an absolute path as is, a
+        relative one under the run directory (what :meth:`to_uri` wrote). Another scheme
+        (https, s3) names no local file: ValueError."""
+        parts = urlsplit(uri)
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            return Path(url2pathname(unquote(parts.path)))
+        if len(parts.scheme) > 1:  # one letter: a Windows drive
+            raise ValueError(f"{uri}: not a local file")
+        return self.resolve(uri)
 
     def resolve_sqlite_url(self, url: str) -> str:
         """``sqlite:///rel.db`` -> ``sqlite:////abs/run/dir/rel.db``; other URLs unchanged."""

@@ -152,8 +152,22 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(cfg.experiment)
 
+    @property
+    def artifact_root(self) -> Path:
+        """Where an embedded store's experiment keeps its artifacts: beside the store."""
+        return self.paths.root / "mlartifacts"
+
+    def embedded(self) -> bool:
+        """Whether the store is a SQLite file inside the run directory (its own)."""
+        prefix = "sqlite:///"
+        return (self.uri.startswith(prefix)
+                and Path(self.uri[len(prefix):]).is_relative_to(self.paths.root))
+
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
+        if exp is not None and self.embedded():
+            relocate_store(Path(self.uri[len("sqlite:///"):]), exp.artifact_location,
+                           self.artifact_root)
         if exp is not None:
             for key, value in EXPERIMENT_TAGS.items():  # made before these tags existed
                 if exp.tags.get(key) != value:
@@ -162,7 +176,7 @@ class Tracker:
         location = None
         if self.uri.startswith("sqlite:"):
             # Artifacts beside the SQLite store, not in whatever folder the process runs in.
-            location = (self.paths.root / "mlartifacts").as_uri()
+            location = self.artifact_root.as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location,
                                                  tags=EXPERIMENT_TAGS)
@@ -216,6 +230,56 @@ class Tracker:
         ``dvc.lock`` entry this run's outputs will be recorded under."""
         h = stage_inputs_hash(self.paths.root, stage)
         return {TAG_DVC: h} if h else {}
+
+
+# Every column of MLflow's SQL store that holds a file location (MLflow 3).
+LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "source"), ("model_versions", "storage_location"),
+                    ("logged_models", "artifact_location"))
+
+
+def relocate_store(db: Path, location: str, artifact_root: Path) -> int:
+    """Make the SQLite store ``db`` of a run directory copied or moved to where
+    ``artifact_root`` now is name its artifacts there; the number of values rewritten.
+
+    MLflow stores artifact locations absolute (it resolves a relative one when the
+    experiment is created, mlflow/mlflow#7670) and has no API to change them
+    (mlflow/mlflow#3144): a copy would log into the original's folder. ``location``, the
+    experiment's recorded one, ends with the same path as ``artifact_root`` under another
+    run directory root: every location under that old root, as a ``file://`` URI or a
+    plain path, is rewritten under the new one. Only for the run directory's own store
+    (see :meth:`Tracker.embedded`), never a tracking server's."""
+    import sqlite3
+    from urllib.parse import unquote, urlsplit
+
+    recorded = Path(unquote(urlsplit(location).path) if location.startswith("file:")
+                    else location)
+    depth = len(artifact_root.parts) - len(artifact_root.parent.parts)
+    if (recorded == artifact_root or not recorded.is_absolute()
+            or recorded.parts[-depth:] != artifact_root.parts[-depth:]):
+        return 0
+    old, new = recorded.parents[depth - 1], artifact_root.parents[depth - 1]
+    prefixes = [(old.as_uri() + "/", new.as_uri() + "/"), (f"{old}/", f"{new}/")]
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, column in LOCATION_COLUMNS:
+            if table not in tables:
+                continue
+            # Table and column names are the constants above, never input.
+            query = f"SELECT rowid, {column} FROM {table}"  # noqa: S608
+            update = f"UPDATE {table} SET {column} = ? WHERE rowid = ?"  # noqa: S608
+            for rowid, value in con.execute(query).fetchall():
+                for before, after in prefixes:
+                    if isinstance(value, str) and value.startswith(before):
+                        con.execute(update, (after + value[len(before):], rowid))
+                        changed += 1
+                        break
+    if changed:  # none: another process or thread rewrote them first
+        log.warning("MLflow store %s: the run directory moved from %s to %s; %d artifact "
+                    "locations (experiments, runs, model versions) rewritten to the new "
+                    "folder", db, old, new, changed)
+    return changed
 
 
 class MlflowReporter:

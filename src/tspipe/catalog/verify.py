@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from sqlalchemy import Column, Connection, Table, and_, select
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +25,7 @@ from tspipe.catalog.engine import READ_ONLY, driver_problem, hidden_url, make_en
 from tspipe.catalog.migrate import require_head
 from tspipe.errors import CatalogError
 from tspipe.io import sha256_file
+from tspipe.paths import RunPaths
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +63,13 @@ class VerifyReport:
 
 
 def local_path(uri: str, root: Path) -> Path | None:
-    """The local file a catalog URI names: ``file:///abs/path`` or a plain path (relative
-    ones from the run directory ``root``); None for another scheme (http, s3)."""
-    parts = urlsplit(uri)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            return None  # file://host/...: another machine's file
-        return Path(url2pathname(unquote(parts.path)))
-    if parts.scheme:
+    """The local file a catalog URI names (:meth:`RunPaths.resolve_uri`: ``file:///abs``,
+    or a plain path, relative ones from the run directory ``root``); None for another
+    scheme (http, s3)."""
+    try:
+        return RunPaths.at(root).resolve_uri(uri)
+    except ValueError:
         return None
-    path = Path(uri)
-    return path if path.is_absolute() else root / path
 
 
 def _checked(uri: str, root: Path, report: VerifyReport, what: str) -> Path | None:

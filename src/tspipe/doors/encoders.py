@@ -119,7 +119,7 @@ def import_encoder(path: str | Path, params: Params, paths: RunPaths, *,
         raise TspipeError(f"{path}: unknown architecture {arch!r}; known: "
                           f"{', '.join(encoder_names())}")
     report = load_into(build_encoder(arch, num_classes=None), ckpt, strict=True)
-    uri = path.as_uri()
+    uri = paths.to_uri(path)  # relative inside the run directory: the folder can move
     run_id = version = None
     tracker = make_tracker(params, paths)
     if tracker is not None:
@@ -128,11 +128,12 @@ def import_encoder(path: str | Path, params: Params, paths: RunPaths, *,
                          tags={**tracker.base_tags(params), TAG_KIND: "encoder-import",
                                "tspipe.checkpoint_sha256": ckpt.sha256}) as run:
             run_id = run.run_id
-            version = _register_model_version(tracker.client, arch, uri, run_id, ckpt)
+            version = _register_model_version(tracker.client, arch, path.as_uri(), run_id,
+                                              ckpt)
     with open_catalog(params, paths) as cat:
         if parent is not None:
             cat.register_checkpoint(parent.sha256, arch=INFLATED_SOURCE_ARCH,
-                                    origin="official", uri=parent.path.resolve().as_uri(),
+                                    origin="official", uri=paths.to_uri(parent.path),
                                     params={"layout": parent.layout,
                                             "file": parent.path.name})
         cat.register_checkpoint(ckpt.sha256, arch=arch, origin=origin, uri=uri,
@@ -200,13 +201,12 @@ def resolve_encoder(spec: str | None, arch: str, params: Params, paths: RunPaths
     row = rows[0]
     if row.arch != arch:
         raise TspipeError(f"encoder {spec!r} is a {row.arch}, not {arch}")
-    return ResolvedEncoder(row.arch, Path(_file_path(row.uri)), row.sha256, row.origin)
-
-
-def _file_path(uri: str) -> str:
-    from urllib.parse import unquote, urlparse
-
-    return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
+    try:
+        path = paths.resolve_uri(row.uri)
+    except ValueError:
+        raise TspipeError(f"encoder {spec!r}: its catalog uri {row.uri} is not a local "
+                          "file") from None
+    return ResolvedEncoder(row.arch, path, row.sha256, row.origin)
 
 
 def _random_init(arch: str, params: Params, paths: RunPaths, seed: int) -> ResolvedEncoder:
@@ -218,7 +218,7 @@ def _random_init(arch: str, params: Params, paths: RunPaths, seed: int) -> Resol
                           clip={"frames": spec["frames"], "size": spec["size"]},
                           normalization=spec, extra={"random_init_seed": seed})
     with open_catalog(params, paths) as cat:
-        cat.register_checkpoint(sha, arch=arch, origin="scratch", uri=path.as_uri(),
+        cat.register_checkpoint(sha, arch=arch, origin="scratch", uri=paths.to_uri(path),
                                 params={"random_init_seed": seed})
     log.warning("encoder %s: RANDOM initialisation (seed %d) recorded as %s", arch, seed,
                 sha[:12])

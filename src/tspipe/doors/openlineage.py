@@ -136,7 +136,7 @@ def stage_datasets(run_name: str, result: Any, params: Params, paths: RunPaths
                                                 "videos": result.videos}
         outs.append(_file(paths, result.annotations_path, known))
     elif kind == "ingest":
-        known[Path(result.source)] = {"sha256": result.source_sha256}
+        known[paths.resolve(result.source)] = {"sha256": result.source_sha256}
         known[Path(result.annotations)] = {
             "sha256": result.annotations_sha256, "dataset": result.dataset,
             "videos": result.videos, "segments": result.segments, "classes": result.classes}

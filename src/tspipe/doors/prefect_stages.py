@@ -11,7 +11,14 @@ from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
 from tspipe.config import Params, load_params
-from tspipe.doors.prefect_cache import batch_cache_key, cache_state, stage_cache_key, task_cache
+from tspipe.doors.prefect_cache import (
+    batch_cache_key,
+    cache_state,
+    located,
+    portable,
+    stage_cache_key,
+    task_cache,
+)
 from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import record_outcome, stage_run
 from tspipe.errors import StageError
@@ -62,9 +69,10 @@ def _reporter(params: Params, paths: RunPaths, mlflow_run_id: str | None) -> Mul
 def run_stage_task(name: str, params_path: str, root: str, mlflow_run_id: str | None,
                    cache_key: str) -> Any:
     """Runs the stage function; its (pickled) result is the cached value, under
-    ``cache_key`` (:func:`stage_cache_key`)."""
+    ``cache_key`` (:func:`stage_cache_key`), with paths relative to the run directory
+    (:func:`portable`: a copied run directory is served its own files)."""
     stage, params, paths = load_bound(params_path, root, name)
-    return stage.run(params, paths, _reporter(params, paths, mlflow_run_id))
+    return portable(stage.run(params, paths, _reporter(params, paths, mlflow_run_id)), paths)
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -179,7 +187,7 @@ def _run_stage_flow(name: str, params_path: str, root: str,
         if stage.batching is None:
             st = run_stage_task.with_options(refresh_cache=refresh, **task_cache(paths))(
                 name, params_path, root, run.run_id, cache_key, return_state=True)
-            result = st.result()
+            result = located(st.result(), paths)
             cached = st.name == "Cached"
         else:
             cfg = getattr(params, stage.name, None)

@@ -96,7 +96,7 @@ def _trained_on(cat: Catalog, paths: RunPaths, params: Params) -> int:
         corpus.stem, sha256_file(corpus), format="activitynet", subsets=subsets,
         num_videos=len(ann.videos), num_segments=sum(len(v.segments)
                                                      for v in ann.videos.values()),
-        num_classes=len(ann.classes), counts={"source": str(corpus)}).id
+        num_classes=len(ann.classes), counts={"source": paths.relative(corpus)}).id
 
 
 def _record_download(cat: Catalog, result: Any, params: Params, paths: RunPaths,
@@ -146,7 +146,8 @@ def _record_extract(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _record_feature_version(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                             dataset_id: int, mlflow_run_id: str | None) -> None:
-    ckpt_uri = Path(result.checkpoint).as_uri() if result.checkpoint else None
+    # Files inside the run directory are stored relative to it (the folder can move).
+    ckpt_uri = paths.to_uri(result.checkpoint) if result.checkpoint else None
     # A checkpoint the catalog knows keeps its row (a pretrain output named explicitly in
     # extract.checkpoint stays origin "pretrain", with its lineage).
     if not _known_checkpoint(cat, result.checkpoint_sha256):
@@ -160,7 +161,7 @@ def _record_feature_version(cat: Catalog, result: Any, params: Params, paths: Ru
     version = cat.register_feature_version(
         dataset_id=dataset_id, checkpoint_sha256=result.checkpoint_sha256,
         encoder=result.encoder, params=result.params, manifest_sha256=result.manifest_sha256,
-        code_version=result.code_version, storage_uri=Path(result.features_dir).as_uri(),
+        code_version=result.code_version, storage_uri=paths.to_uri(result.features_dir),
         mlflow_run_id=mlflow_run_id, git_commit=commit, status="pending",
         num_videos=result.ok, feature_dim=result.feature_dim)
     if version.id != result.feature_version:
@@ -191,7 +192,7 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     if result.init_sha256 and not _known_checkpoint(cat, result.init_sha256):
         init = paths.resolve(cfg.init_checkpoint) if cfg.init_checkpoint else None
         cat.register_checkpoint(result.init_sha256, arch=cfg.encoder, origin="official",
-                                uri=init.as_uri() if init else None)
+                                uri=paths.to_uri(init) if init else None)
     run_params = {"pretrain": cfg.model_dump(mode="json"),
                   "clip": params.clip.model_dump(mode="json"),
                   "gvf_source": result.gvf_source, "exported_epoch": result.exported_epoch,
@@ -199,7 +200,7 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
     if not result.init_sha256:
         run_params["random_init_seed"] = cfg.seed
     cat.register_checkpoint(result.checkpoint_sha256, arch=result.encoder, origin="pretrain",
-                            uri=Path(result.checkpoint).as_uri(), mlflow_run_id=mlflow_run_id,
+                            uri=paths.to_uri(result.checkpoint), mlflow_run_id=mlflow_run_id,
                             params=run_params, parent_sha256=result.init_sha256,
                             dataset_id=_trained_on(cat, paths, params),
                             git_commit=git_commit(paths.root))

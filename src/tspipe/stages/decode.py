@@ -134,7 +134,9 @@ def _decode_one(params: Params, paths: RunPaths, video_id: str, src: Path,
                               "checks": CHECKS}
     try:
         original = probe(src, backend=cfg.backend, video_id=video_id)
-        report["original"] = original.to_dict()
+        # The file as "source" names it, not the absolute path probed: the report (a DVC
+        # output) reads the same wherever the run directory is.
+        report["original"] = {**original.to_dict(), "path": report["source"]}
         if previous is not None and previous["status"] == "ok" and cfg.standardize:
             report["standardized"] = previous["standardized"]  # made from the same file
         elif cfg.standardize:

@@ -159,7 +159,7 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
     if cfg.strict and ann.errors():
         raise StageError(f"{source}: {len(ann.errors())} annotation errors and "
                          f"dataset.strict is true; first: {ann.errors()[0]}")
-    report = summary(ann)
+    report = {**summary(ann), "source": paths.relative(source)}
     selected = ann.subset(*cfg.subsets)
     if not selected.videos:
         raise StageError(f"{source}: no video in subsets {cfg.subsets} (dataset.subsets; "
@@ -171,14 +171,16 @@ def ingest(cfg: DatasetConfig, paths: RunPaths, reporter: Reporter | None = None
     write_activitynet(selected, paths.annotations)
     atomic_write_json(paths.annotation_report, {
         "source": str(cfg.annotations), "summary": report,
-        "issues": [{"file": i.file, "video_id": i.video_id, "field": i.field,
+        # Files as paths.relative writes them: the report (a DVC output) reads the same
+        # wherever the run directory is.
+        "issues": [{"file": paths.relative(i.file), "video_id": i.video_id, "field": i.field,
                     "message": i.message, "severity": i.severity, "action": i.action}
                    for i in ann.issues],
     })
     counts = selected.counts()
     result = IngestResult(
         dataset=cfg.name, format=detect_format(source) if cfg.format == "auto" else cfg.format,
-        source=str(source),
+        source=paths.relative(source),
         source_sha256=tree_hash(source) or "", annotations=paths.annotations,
         annotations_sha256=sha256_file(paths.annotations), subsets=list(cfg.subsets),
         videos=counts.videos, segments=counts.segments, background=counts.background,
