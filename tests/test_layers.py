@@ -4,9 +4,9 @@ doors no ``tspipe`` import hides inside a function.
 
 Floors, top to bottom: doors (every way in) > stages > the science (pretrain, extract,
 localize) > data and models > runtime > the base modules (config, paths, provenance, io,
-errors, reporting). catalog and tracking sit at the side: only doors (and they themselves)
-use them. Doors may import lazily inside a command (start-up time of ``tspipe``); nothing
-else needs to.
+errors, reporting). catalog, tracking and dvc_inputs sit at the side: only doors (and
+they themselves) use them. Doors may import lazily inside a command (start-up time of
+``tspipe``); nothing else needs to.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 FLOORS = {"doors": 6, "stages": 5, "pretrain": 3, "extract": 3, "localize": 3, "data": 2,
           "models": 2, "runtime": 1}
-SIDE = ("catalog", "tracking")
+SIDE = ("catalog", "tracking", "dvc_inputs")
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:

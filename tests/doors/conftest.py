@@ -58,6 +58,12 @@ def git(root: Path, *args: str) -> str:
 
 
 @pytest.fixture
+def run_git():
+    """``git(root, *args)``: git in a test's project, with a fixed identity; its stdout."""
+    return git
+
+
+@pytest.fixture
 def dvc_project(tmp_path: Path, repo_root: Path) -> Path:
     """A copy of this project's DVC side (dvc.yaml, .dvc/config, the stages' code) in a
     fresh git repository, with tiny SynthActions params."""

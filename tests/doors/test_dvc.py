@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ import yaml
 from tspipe.config import load_params
 from tspipe.dvc_inputs import locked_inputs_hashes
 from tspipe.stages import STAGES, instances
+from tspipe.tracking import LOCATION_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +36,7 @@ def mtimes(folder: Path) -> dict[str, int]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project):
+def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project, run_git):
     # The data half of the graph (a target and what it depends on): the whole graph runs
     # in test_prefect_flow_and_dvc_agree and, from nothing, under `make reliability`.
     root = dvc_project
@@ -45,6 +49,11 @@ def test_repro_runs_then_skips_then_reruns_only_what_a_param_touches(dvc_project
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"synth", "ingest", "download", "decode"}
     assert set(lock["stages"]) < set(instances(load_params(root / "params.yaml")))
+    # dvc.lock is committed, as DVC's guide says (README): git sees it, and takes it.
+    assert run_git(root, "status", "--porcelain", "dvc.lock").strip() == "?? dvc.lock"
+    run_git(root, "add", "dvc.lock", "params.yaml")
+    run_git(root, "commit", "-qm", "the data half, as run")
+    assert "dvc.lock" in run_git(root, "ls-files")
     manifest = json.loads((root / "data/manifest/downloads.json").read_text())
     assert [e["status"] for e in manifest["videos"]] == ["ok"] * 3
     decode = json.loads((root / "metrics/decode.json").read_text())
@@ -120,11 +129,22 @@ def test_dvc_yaml_agrees_with_the_stage_registry(repo_root):
         assert {d for d in entry["deps"] if d.startswith("src/")} == code, name
 
 
+def stage_states(stdout: str) -> dict[str, str]:
+    """``tspipe run``'s table: stage -> "ran" or "cached"."""
+    return dict(re.findall(r"^\s*(\S+): (ran|cached)\b", stdout, re.MULTILINE))
+
+
+def files_outside(base: Path, *inside: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in base.rglob("*")
+            if p.is_file() and not any(p.is_relative_to(d) for d in inside)}
+
+
 def test_prefect_flow_and_dvc_agree(dvc_project):
     """`tspipe run` (the Prefect pipeline, as `make demo` runs it) leaves DVC nothing to
-    do; `dvc repro` of the TSP chain from its fine-tune on gives the same catalog rows
-    (feature version ids and scores); the outputs push to the local remote configured by
-    default.
+    do; the run directory moved elsewhere still is: DVC, the catalog and a second
+    `tspipe run` (all from the cache, writing only into the new folder); `dvc repro` of the
+    TSP chain from its fine-tune on gives the same catalog rows (feature version ids and
+    scores); the outputs push to the local remote configured by default.
 
     Both doors run in fresh processes, as a user runs them: training's numbers depend on
     process-wide torch state (the intra-op thread count, at least), and an in-process run
@@ -138,6 +158,13 @@ def test_prefect_flow_and_dvc_agree(dvc_project):
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "compare: ran" in proc.stdout and "| tsp |" in proc.stdout
+    ran = stage_states(proc.stdout)
+    assert set(ran.values()) == {"ran"} and len(ran) > 10
+
+    # Moved (DVC's cache in .dvc/cache along): everything below runs in the new folder.
+    old, root = root, root.parent / "moved" / "proj"
+    shutil.copytree(old, root, symlinks=True)
+    shutil.rmtree(old)
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
     # The catalog's feature version names the DVC state of features/ that holds it.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
@@ -149,6 +176,26 @@ def test_prefect_flow_and_dvc_agree(dvc_project):
             version = cat.show(current["feature_version"]).feature
         assert version.dvc_md5 == out["md5"] and out["md5"].endswith(".dir")
     assert "Running stage" not in dvc(root, "repro").stdout
+    show = subprocess.run([str(Path(sys.executable).parent / "tspipe"), "catalog", "show",
+                           current["feature_version"]], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stdout + show.stderr
+    assert current["feature_version"] in show.stdout
+    assert f"features/tac/{current['feature_version'][:12]}" in show.stdout  # relative
+
+    # The Prefect pipeline again: every stage from the cache, every write in the new folder.
+    elsewhere = files_outside(root.parent.parent, root, Path(env["PREFECT_HOME"]))
+    again = subprocess.run([str(Path(sys.executable).parent / "tspipe"), "run"], cwd=root,
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert stage_states(again.stdout) == dict.fromkeys(ran, "cached"), again.stdout[-3000:]
+    assert not old.exists()
+    assert files_outside(root.parent.parent, root, Path(env["PREFECT_HOME"])) == elsewhere
+    with sqlite3.connect(root / "mlflow.db") as con:  # runs old and new, the registry
+        locations = [v for t, c in LOCATION_COLUMNS for (v,) in
+                     con.execute(f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL")]
+    assert locations and all(str(root) in v and str(old) not in v for v in locations)
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
 
     def rows() -> dict[str, set[tuple[str, str, float]]]:
         with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
