@@ -19,6 +19,7 @@ from tspipe.doors.cli_catalog import app as catalog_app
 from tspipe.doors.cli_encoder import app as encoder_app
 from tspipe.doors.cli_eval import app as eval_app
 from tspipe.doors.cli_extract import extract_command
+from tspipe.doors.cli_init import init_command
 from tspipe.doors.cli_probe import probe_command
 from tspipe.doors.cli_stack import app as stack_app
 from tspipe.doors.options import ParamsOpt, RootOpt, load_run
@@ -74,9 +75,27 @@ def run(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
     wait: WaitOpt = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (stage runs, inputs, videos, clips, cached or "
+        "not, time estimates) and run nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as "
+                                          "JSON.")] = False,
 ) -> None:
     """Run the whole pipeline as a Prefect flow (local runs need no server); prints each
     stage run and the comparison table. One run at a time per run directory."""
+    from tspipe.doors.required_files import check_files
+
+    p, paths = load_run(params, root)
+    if dry_run:
+        from tspipe.doors.plan import make_plan, print_plan
+
+        plan = make_plan(p, paths)
+        if as_json:
+            typer.echo(json.dumps(plan, indent=2))
+        else:
+            print_plan(plan)
+        return
+    check_files(p, paths)
     from tspipe.doors.prefect_pipeline import tspipe_pipeline
     from tspipe.doors.run_lock import holding
     from tspipe.paths import RunPaths
@@ -109,6 +128,7 @@ def stage(
     wait: WaitOpt = False,
 ) -> None:
     """Run one stage now, log it to MLflow and record it in the catalog (dvc.yaml calls this)."""
+    from tspipe.doors.required_files import check_files
     from tspipe.doors.run_lock import holding
     from tspipe.doors.runner import run_stage
     from tspipe.reporting import RichReporter
@@ -121,6 +141,7 @@ def stage(
     # NAME of a per-variant stage: every enabled variant in turn.
     per_variant = "@" not in name and STAGES[name].per_variant
     runs = instances(p, (name,)) if per_variant else [name]
+    check_files(p, paths, runs)
     parts = None if shard is None else _parse_shard(shard)
     for inst in runs:
         # Shards of a stage run side by side (shared lock); anything else alone.
@@ -155,8 +176,12 @@ def show_params(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path(),
 ) -> None:
-    """Validate the parameters (environment overrides applied) and print them as JSON."""
-    p, _ = load_run(params, root)
+    """Validate the parameters (environment overrides applied), check that the files the
+    run needs from you exist, and print the parameters as JSON."""
+    from tspipe.doors.required_files import check_files
+
+    p, paths = load_run(params, root)
+    check_files(p, paths)
     data = p.model_dump(mode="json")
     data["catalog"]["url"] = _hide_password(data["catalog"]["url"])
     typer.echo(json.dumps(data, indent=2))
@@ -238,6 +263,7 @@ def annotations(
 
 app.add_typer(catalog_app, name="catalog", help="Query and migrate the feature catalog.")
 app.command("probe")(probe_command)
+app.command("init")(init_command)
 app.add_typer(encoder_app, name="encoder")
 app.command("extract")(extract_command)
 app.add_typer(eval_app, name="eval", help="ActivityNet-exact detection mAP and proposal AR@AN.")
