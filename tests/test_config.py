@@ -54,6 +54,10 @@ def test_out_of_range_names_the_path_and_value():
 def test_cross_field_range_is_checked():
     with pytest.raises(ConfigError, match=r"min_duration .* greater than max_duration"):
         parse_params({"synth": {"min_duration": 50, "max_duration": 30}}, env={})
+    with pytest.raises(ConfigError, match=r"localize.*eval_subset: 'testing' is also "
+                                          r"train_subset"):
+        parse_params({"localize": {"train_subset": "testing", "eval_subset": "testing"}},
+                     env={})
 
 
 def test_env_override_changes_only_what_it_names():

@@ -211,8 +211,17 @@ def test_thumos_presets_dry_run_on_the_real_annotations(
     plan = json.loads(out)
     assert plan["videos"] == {"testing": 212, "validation": 200}
     assert plan["missing"] == []
-    # evaluate's fixed subsets (training / validation) are said, not hidden
-    assert any("`training`" in n for n in plan["notes"])
+    # evaluate trains on validation and scores testing: both there, nothing to warn of
+    assert plan["notes"] == []
+    evaluate = next(r for r in plan["stages"] if r["stage"].startswith("evaluate"))
+    assert "200 validation videos" in json.dumps(evaluate)
+    # ... and a subset the annotations lack is said, not hidden
+    params = (root / "params.yaml").read_text().replace("eval_subset: testing",
+                                                        "eval_subset: test")
+    (root / "params.yaml").write_text(params)
+    code, out, err = cli(monkeypatch, capsys, "run", "--dry-run", "--json", "--root", str(root))
+    assert code == 0, err
+    assert any("localize.eval_subset is 'test'" in n for n in json.loads(out)["notes"])
     stages = [r["stage"] for r in plan["stages"]]
     assert ("gvf" in stages) == (preset == "thumos14-tsp")
     assert ("pretrain@tsp" in stages) == (preset == "thumos14-tsp")

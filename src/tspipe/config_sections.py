@@ -304,10 +304,15 @@ class ExtractConfig(EncoderRunConfig):
 
 
 class LocalizeConfig(Section):
-    """BMN / G-TAD trained on the current feature version's training videos, scored on
-    its validation videos. None: the method's reference recipe (tspipe.localize.train)."""
+    """BMN / G-TAD trained on the current feature version's ``train_subset`` videos,
+    scored on its ``eval_subset`` videos. None: the method's reference recipe
+    (tspipe.localize.train)."""
 
     methods: list[Literal["bmn", "gtad"]] = ["bmn", "gtad"]
+    # The annotations' subsets the methods train on and are scored on (ActivityNet:
+    # training / validation; THUMOS14: validation / testing, as TSP and G-TAD do).
+    train_subset: str = Field("training", min_length=1)
+    eval_subset: str = Field("validation", min_length=1)
     temporal_scale: PosInt = 32  # ActivityNet: 100; the CPU demo's 32
     # Layer widths: "reference" (the papers') or "small" (a quarter, for CPU-sized runs).
     model_size: Literal["reference", "small"] = "small"
@@ -322,9 +327,19 @@ class LocalizeConfig(Section):
     # Video-level class scores for detection (CUHK's JSON layout or {video: {label: score}});
     # None: a linear classifier trained on the same features.
     class_scores: str | None = None
+    # Videos left out of the scored ground truth and results (a JSON list of video ids):
+    # the official ActivityNet evaluation's blocked list, for numbers comparable to it.
+    blocked: str | None = None
     seed: NonNegInt = 0
     amp: bool = True  # bf16 autocast on CUDA
     device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _two_subsets(self) -> LocalizeConfig:
+        if self.train_subset == self.eval_subset:
+            raise ValueError(f"eval_subset: {self.eval_subset!r} is also train_subset: "
+                             "scores on the training videos measure nothing")
+        return self
 
 
 # The store schemes MLflow's client takes (its registry's list); an unknown one (a typo

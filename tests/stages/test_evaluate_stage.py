@@ -117,6 +117,30 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
     with pytest.raises(StageError, match=r"scores\.json: class scores for none"):
         run_stage(evaluate, params, run_paths, NullReporter(), track=False)
 
+    # The protocol is params: train on `validation`, score `training`, with one video left
+    # out as the official evaluation's blocked list does; the catalog rows name the subset.
+    train_ids = sorted(v for v, e in ann.items() if e["subset"] == "training")
+    (root / "blocked.json").write_text(json.dumps([train_ids[0]]))
+    write_params(root, repo_root, synth=TINY, gvf={"enabled": False},
+                 pretrain={"enabled": False}, extract={"workers": 0, "batch_size": 16},
+                 localize={"temporal_scale": 16, "epochs": 1, "methods": ["bmn"],
+                           "train_subset": "validation", "eval_subset": "training",
+                           "blocked": "blocked.json"})
+    params = load_params(root / "params.yaml")
+    swapped = run_stage(evaluate, params, run_paths, NullReporter(), track=False).result
+    assert (swapped.train_videos, swapped.eval_videos) == (len(val), len(train_ids))
+    baseline = json.loads((paths.results_dir(version, "uniform") / "proposals.json")
+                          .read_text())
+    assert sorted(baseline["results"]) == train_ids
+    oracle = evaluate_proposals(paths.annotations, baseline, subset="training",
+                                blocked={train_ids[0]})
+    assert swapped.scores["uniform"]["auc"] == pytest.approx(oracle.auc)
+    assert oracle.auc != pytest.approx(evaluate_proposals(paths.annotations, baseline,
+                                                          subset="training").auc)
+    with Catalog(f"sqlite:///{root / 'catalog.db'}") as cat:
+        subsets = {e.subset for e in cat.show(version, every=True).evaluations}
+    assert subsets == {"validation", "training"}
+
 
 def test_uniform_baseline_windows():
     seg, score = uniform_proposals(10.0)

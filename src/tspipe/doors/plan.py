@@ -179,7 +179,7 @@ def _estimate(name: str, p: Params, counts: Counts | None
         return clips / rate.per_s, rate.source + " (the loader's pace: a lower bound for " \
             "training)", what
     if name == "evaluate":
-        videos = counts.videos.get("training", 0)
+        videos = counts.videos.get(p.localize.train_subset, 0)
         total, sources = 0.0, []
         for method in p.localize.methods:
             rate = LOCALIZE_EPOCH_S[method]
@@ -188,19 +188,21 @@ def _estimate(name: str, p: Params, counts: Counts | None
             sources.append(rate.source)
         note = "" if p.localize.temporal_scale == 100 else \
             f" (measured at temporal_scale 100, here {p.localize.temporal_scale})"
-        return total, "; ".join(sources) + note, f"{videos:,} training videos"
+        return total, "; ".join(sources) + note, \
+            f"{videos:,} {p.localize.train_subset} videos"
     return None, None, ""
 
 
 def _notes(params: Params, counts: Counts | None) -> list[str]:
     notes = []
     if counts is not None:
-        for subset in ("training", "validation"):
+        cfg = params.localize
+        for key, subset in (("train_subset", cfg.train_subset),
+                            ("eval_subset", cfg.eval_subset)):
             if not counts.videos.get(subset):
-                notes.append(f"evaluate trains BMN/G-TAD on the `training` videos and scores "
-                             f"the `validation` ones; the annotations have no `{subset}` "
-                             "videos, so evaluate will fail (see README, Running ActivityNet "
-                             "/ THUMOS14)")
+                notes.append(f"localize.{key} is {subset!r}, but the annotations have no "
+                             f"{subset} videos: evaluate will fail (the annotations' subsets: "
+                             f"{', '.join(sorted(counts.videos)) or 'none'})")
                 break
         if counts.no_duration:
             notes.append(f"{counts.no_duration} videos have no duration in the annotations: "

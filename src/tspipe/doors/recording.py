@@ -208,12 +208,13 @@ def _record_pretrain(cat: Catalog, result: Any, params: Params, paths: RunPaths,
 
 def _record_evaluate(cat: Catalog, result: Any, params: Params, paths: RunPaths,
                      mlflow_run_id: str | None) -> None:
-    """Each method's metrics (and the baseline's) on the validation subset, with the
+    """Each method's metrics (and the baseline's) on the scored subset, with the
     localize params behind them (their hash is the MLflow run's params hash tag) and the
     evaluation code's version: other params add rows, earlier ones stay."""
     stage = STAGES["evaluate"]
     for method, metrics in result.scores.items():
-        cat.record_evaluations(result.feature_version, method=method, subset="validation",
+        cat.record_evaluations(result.feature_version, method=method,
+                               subset=params.localize.eval_subset,
                                metrics=metrics, mlflow_run_id=mlflow_run_id,
                                params={s: getattr(params, s).model_dump(mode="json")
                                        for s in stage.sections},

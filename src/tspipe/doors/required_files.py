@@ -44,6 +44,8 @@ WHAT: dict[str, str] = {
     "localize.class_scores": "video-level class scores (CUHK's cuhk_val_simp_share.json "
                              "layout or {video_id: {label: score}}); or null for a classifier "
                              "trained on the features",
+    "localize.blocked": "a JSON list of video ids left out of scoring (the official "
+                        "ActivityNet blocked list); or null",
 }
 
 
@@ -107,7 +109,7 @@ def file_keys(params: Params, paths: RunPaths, runs: Iterable[str]) -> list[File
             wanted = [("extract", "checkpoint") if p.extract.checkpoint or p.pretrain.enabled
                       else ("pretrain", "init_checkpoint"), ("extract", "flow_checkpoint")]
         elif name == "evaluate":
-            wanted = [("localize", "class_scores")]
+            wanted = [("localize", "class_scores"), ("localize", "blocked")]
         for section, field in wanted:
             value = getattr(getattr(p, section), field)
             local = _local(value, paths) if value else None

@@ -50,6 +50,7 @@ from tspipe.localize import (
     evaluate_detection,
     evaluate_proposals,
     plots,
+    read_blocked,
 )
 from tspipe.localize.classifier import train_classifier
 from tspipe.localize.feature_files import load_features
@@ -121,12 +122,14 @@ def uniform_proposals(duration: float, top_k: int = 100) -> tuple[np.ndarray, np
 def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageResult:
     cfg = params.localize
     version, feats, ann = _read_inputs(paths)
-    train = build_data(ann, feats, subset="training", scale=cfg.temporal_scale)
-    val = build_data(ann, feats, subset="validation", scale=cfg.temporal_scale)
+    train = build_data(ann, feats, subset=cfg.train_subset, scale=cfg.temporal_scale)
+    val = build_data(ann, feats, subset=cfg.eval_subset, scale=cfg.temporal_scale)
     device = resolve_device(cfg.device)
     gt = _ground_truth(ann, val)
     board = _Scoreboard(gt, tuple(cfg.tiou_thresholds),
-                        _class_scores(cfg, paths, ann, feats, train, val))
+                        _class_scores(cfg, paths, ann, feats, train, val),
+                        read_blocked(paths.resolve(cfg.blocked)) if cfg.blocked
+                        else frozenset())
     board.add(BASELINE, _baseline(val), paths.results_dir(version, BASELINE))
     histories: dict[str, list[EpochLoss]] = {}
     for method in cfg.methods:
@@ -238,6 +241,7 @@ class _Scoreboard:
     gt: dict[str, Any]
     tiou: tuple[float, ...]
     class_scores: dict[str, dict[str, float]]
+    blocked: frozenset[str]  # left out of ground truth and results, as the official code
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     proposals: dict[str, ProposalResult] = field(default_factory=dict)
     detections: dict[str, DetectionResult] = field(default_factory=dict)
@@ -252,12 +256,13 @@ class _Scoreboard:
                       for a in e["annotations"]}
         doc = results_json(by_video)
         atomic_write_json(folder / "proposals.json", doc, indent=None)
-        result = evaluate_proposals(self.gt, doc, tiou=self.tiou)
+        result = evaluate_proposals(self.gt, doc, tiou=self.tiou, blocked=self.blocked)
         dets = results_json({v: _known(combine_with_classes(p, self.class_scores.get(v, {})),
                                        gt_classes)
                              for v, p in by_video.items()})
         atomic_write_json(folder / "detections.json", dets, indent=None)
-        self.detections[method] = evaluate_detection(self.gt, dets, tiou=self.tiou)
+        self.detections[method] = evaluate_detection(self.gt, dets, tiou=self.tiou,
+                                                     blocked=self.blocked)
         self.scores[method] = {**result.metrics(), **self.detections[method].metrics()}
         self.proposals[method] = result
 
@@ -300,7 +305,11 @@ STAGE = Stage(
     help="Train BMN / G-TAD on the current feature version; score their proposals.",
     sections=("localize",),
     run_whole=run,
-    inputs=lambda params, paths: [paths.features_current, paths.annotations],
+    # The files localize names are inputs too: new class scores or a new blocked list
+    # change the numbers (a cached run must not serve the old ones).
+    inputs=lambda params, paths: [paths.features_current, paths.annotations,
+                                  *(paths.resolve(f) for f in (params.localize.class_scores,
+                                                               params.localize.blocked) if f)],
     outputs=lambda params, paths: [paths.metrics("localize"),
                                    *(paths.plot("evaluate", n)
                                      for n in ("ar_an", "map_tiou", "losses"))],
