@@ -46,7 +46,9 @@ def stage_inputs_hash(root: Path, stage: str) -> str | None:
         return None
     try:
         with Repo(str(root)) as repo:
-            found = repo.stage.collect(stage)
+            # The run directory's dvc.yaml by path: a bare stage name is looked up in the
+            # process's working directory (another project's dvc.yaml, or none).
+            found = repo.stage.collect(f"{Path(root).resolve() / 'dvc.yaml'}:{stage}")
             if len(found) != 1:
                 return None
             found[0].save_deps()

@@ -66,6 +66,17 @@ def test_read_taxonomy_leaves_and_fields(tmp_path):
     assert ann.counts().per_subset == {"testing": 1, "training": 1}
 
 
+def test_video_ids_read_only_those_entries(tmp_path):
+    doc = json.loads(json.dumps(DOC))
+    doc["database"]["broken"] = {"subset": "training"}  # no duration: an error if read
+    path = _write(tmp_path / "anet.json", doc)
+    full = read_activitynet(path)
+    some = read_activitynet(path, video_ids=["--1DO2V4K74", "not-in-the-file"])
+    assert list(some.videos) == ["--1DO2V4K74"]
+    assert some.videos["--1DO2V4K74"] == full.videos["--1DO2V4K74"]
+    assert some.issues == [] and [i.video_id for i in full.issues] == ["broken"]
+    assert some.classes == full.classes  # from the taxonomy, not the videos read
+
 def test_label_map_overrides_taxonomy(tmp_path):
     path = _write(tmp_path / "anet.json", DOC)
     ann = read_activitynet(path, label_map=["Long jump", "Archery"])

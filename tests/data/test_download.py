@@ -26,6 +26,7 @@ from tspipe.data.annotations import Video
 from tspipe.data.download import (
     DownloadResult,
     ManifestEntry,
+    compact_manifest,
     download_all,
     download_one,
     read_manifest,
@@ -292,6 +293,28 @@ def test_parallel_calls_on_one_manifest_keep_each_others_entries(server: VideoSe
     assert sorted(entries) == sorted(v.video_id for b in batches for v in b)
     assert summarize(entries.values()) == "16 ok, 0 missing, 0 failed"
     assert sorted(p.name for p in manifest.parent.iterdir()) == ["downloads.json"]
+
+
+def test_uncompacted_batches_journal_entries_until_compacted(server: VideoServer,
+                                                             tmp_path: Path) -> None:
+    """A stage's batches (compact=False) append to the journal only: the manifest is
+    rewritten once, by compact_manifest, and every entry is readable before it."""
+    out, manifest = tmp_path / "videos", tmp_path / "m" / "downloads.json"
+    first = [vid(f"a{i}", server.url(f"v/a{i}.mp4")) for i in range(3)]
+    download_all(first, cfg(), out, manifest)
+    before = manifest.read_bytes()
+    second = [vid("b0", server.url("v/b0.mp4")), vid("gone", server.url("gone/g.mp4"))]
+    for batch in (second[:1], second[1:]):
+        download_all(batch, cfg(), out, manifest, compact=False)
+    assert manifest.read_bytes() == before  # not rewritten by either batch
+    journal = Path(str(manifest) + ".journal")
+    assert len(journal.read_text().splitlines()) == 2
+    entries = read_manifest(manifest)
+    assert {k: e.status for k, e in entries.items()} == {
+        "a0": "ok", "a1": "ok", "a2": "ok", "b0": "ok", "gone": "missing"}
+    compact_manifest(manifest)
+    assert not journal.exists() and read_manifest(manifest) == entries
+    assert json.loads(manifest.read_text())["videos"][3]["video_id"] == "b0"
 
 
 def test_manifest_round_trip_corrupt_file_and_torn_journal(tmp_path: Path) -> None:

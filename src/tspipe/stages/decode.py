@@ -123,6 +123,13 @@ def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
     return all(_done(params, paths, v, entries[v].sha256) for v in batch.ids if v in entries)
 
 
+def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+    """Every batch and whether it is done, from one read of the manifest."""
+    entries = _downloaded(paths)
+    return [(b, all(_done(params, paths, v, entries[v].sha256) for v in b.ids if v in entries))
+            for b in batches(params, paths)]
+
+
 def _decode_one(params: Params, paths: RunPaths, video_id: str, src: Path,
                 sha256: str | None) -> dict[str, Any]:
     """Probe (which refuses a file too broken to use, by name) and standardize one video;
@@ -261,5 +268,5 @@ STAGE = Stage(
                                    paths.windows_table, paths.metrics("decode")],
     code=("tspipe.stages.decode", "tspipe.data.clips", "tspipe.data.clip_sampler",
           "tspipe.data.video"),
-    batching=Batching(batches, run_batch, batch_done, finalize),
+    batching=Batching(batches, run_batch, batch_done, finalize, status),
 )

@@ -6,13 +6,21 @@ where it came from, its size and sha256, and ``ok | missing | failed`` with the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tspipe.config import Params
 from tspipe.data.annotations import Annotations, read_activitynet
-from tspipe.data.download import download_all, read_manifest, summarize, write_manifest
+from tspipe.data.download import (
+    ManifestEntry,
+    compact_manifest,
+    download_all,
+    read_manifest,
+    summarize,
+    write_manifest,
+)
 from tspipe.io import atomic_write_json, result_dict, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
@@ -39,8 +47,8 @@ class DownloadStageResult:
         return result_dict(self)
 
 
-def _annotations(paths: RunPaths) -> Annotations:
-    return read_activitynet(paths.annotations)
+def _annotations(paths: RunPaths, video_ids: Collection[str] | None = None) -> Annotations:
+    return read_activitynet(paths.annotations, video_ids=video_ids)
 
 
 def batches(params: Params, paths: RunPaths) -> list[Batch]:
@@ -75,17 +83,22 @@ def local_roots(params: Params, paths: RunPaths) -> list[Path]:
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> Any:
-    ann = _annotations(paths)
+    # Only the batch's entries: parsing all 20k videos of ActivityNet per batch of 100 made
+    # the stage quadratic (measured: benchmarks/scale.py).
+    ann = _annotations(paths, batch.ids)
+    declares = any(_declared_sha256(ann, vid) for vid in batch.ids)
     # A copy whose checksum differs from the one the annotations declare is stale: removed
     # here so that it is fetched again.
-    entries = read_manifest(paths.manifest) if paths.manifest.exists() else {}
+    entries = read_manifest(paths.manifest) if declares and paths.manifest.exists() else {}
     for vid in batch.ids:
         declared, entry = _declared_sha256(ann, vid), entries.get(vid)
         if declared and entry and entry.sha256 and entry.sha256 != declared and entry.path:
             (paths.manifest.parent / entry.path).unlink(missing_ok=True)
     result = download_all([ann.videos[v] for v in batch.ids], params.download, paths.videos,
                           paths.manifest, source_dir=paths.annotations_dir, reporter=reporter,
-                          roots=local_roots(params, paths))
+                          roots=local_roots(params, paths), compact=False)
+    if not declares:
+        return result
     entries = read_manifest(paths.manifest)
     wrong = {vid: entries[vid] for vid in batch.ids if vid in entries
              and entries[vid].status == "ok" and _declared_sha256(ann, vid)
@@ -105,7 +118,18 @@ def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
     """Every video of the batch has a manifest entry, and every ``ok`` one its file."""
     if not paths.manifest.exists():
         return False
-    entries = read_manifest(paths.manifest)
+    return _complete(paths, read_manifest(paths.manifest), batch)
+
+
+def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
+    """Every batch and whether it is done, from one read of the manifest (read once per
+    batch it cost O(batches x videos))."""
+    entries = read_manifest(paths.manifest) if paths.manifest.exists() else None
+    return [(b, entries is not None and _complete(paths, entries, b))
+            for b in batches(params, paths)]
+
+
+def _complete(paths: RunPaths, entries: dict[str, ManifestEntry], batch: Batch) -> bool:
     for vid in batch.ids:
         entry = entries.get(vid)
         if entry is None:
@@ -116,7 +140,10 @@ def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
 
 
 def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> DownloadStageResult:
-    """Counts over the manifest entries of the videos the annotations list now."""
+    """Counts over the manifest entries of the videos the annotations list now (the
+    batches' journal folded into the manifest first, once)."""
+    if paths.manifest.exists():
+        compact_manifest(paths.manifest)
     ann = _annotations(paths)
     entries = read_manifest(paths.manifest) if paths.manifest.exists() else {}
     mine = [entries[v] for v in sorted(ann.videos) if v in entries]
@@ -139,5 +166,5 @@ STAGE = Stage(
     inputs=lambda params, paths: [paths.annotations],
     outputs=lambda params, paths: [paths.videos, paths.manifest, paths.metrics("download")],
     code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.download_sources"),
-    batching=Batching(batches, run_batch, batch_done, finalize),
+    batching=Batching(batches, run_batch, batch_done, finalize, status),
 )
