@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tspipe.localize import load_predictions
+from tspipe.localize import load_predictions, segment_tiou
 from tspipe.localize.postprocess import (
     Detections,
     Proposals,
@@ -77,6 +77,47 @@ def test_soft_nms_top_k_threshold_none_and_ties() -> None:
     np.testing.assert_array_equal(tie.segments, [[0.5, 0.6], [0.1, 0.2]])
     empty = soft_nms(np.zeros((0, 2)), [], alpha=0.4, top_k=5)
     assert empty.segments.shape == (0, 2) and empty.scores.shape == (0,)
+
+
+def _soft_nms_loop(segments, scores, *, alpha, top_k, threshold):
+    """Soft-NMS written the obvious way: gather the remaining rows, decay, scatter back."""
+    seg = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    score = np.array(scores, dtype=np.float64)
+    remaining, kept, kept_scores = np.arange(len(seg)), [], []
+    while remaining.size and len(kept) < top_k:
+        pos = int(np.argmax(score[remaining]))
+        best = int(remaining[pos])
+        kept.append(best)
+        kept_scores.append(float(score[best]))
+        remaining = np.delete(remaining, pos)
+        limit = threshold(seg[best, 1] - seg[best, 0]) if callable(threshold) else threshold
+        tiou = segment_tiou(seg[best, 0], seg[best, 1], seg[remaining, 0], seg[remaining, 1])
+        hit = tiou > limit
+        score[remaining[hit]] *= np.exp(-np.square(tiou[hit]) / alpha)
+    return seg[kept], np.array(kept_scores)
+
+
+@pytest.mark.parametrize("convention", ["start_end", "duration_start"])
+def test_soft_nms_equals_the_gather_scatter_loop_bit_for_bit(convention) -> None:
+    rng = np.random.default_rng(3)
+    cases = []
+    for rounded in (False, True):  # rounded maps: many equal scores and segments
+        maps = rng.random((2, 20, 20))
+        maps = np.round(maps, 1) if rounded else maps
+        cand = proposals_from_maps(rng.random(20), rng.random(20), maps[0], maps[1],
+                                   convention=convention,
+                                   scoring="bmn" if convention == "start_end" else "gtad")
+        cases.append((cand.segments, cand.scores))
+    cases += [([[0, 1], [0, 1], [0.5, 0.5], [0.5, 0.5]], [np.nan, 1.0, 2.0, np.nan]),
+              ([[0, 1], [0, 2], [1, 3]], [-np.inf, 0.5, -np.inf]), ([[0, 1], [0, 2]], [0, 0])]
+    for segments, scores in cases:
+        for alpha, top_k, threshold in ((0.4, 100, bmn_threshold), (0.8, 100, 0.0),
+                                        (0.8, 7, 0.3), (0.8, 1000, 0.0)):
+            out = soft_nms(segments, scores, alpha=alpha, top_k=top_k, threshold=threshold)
+            seg, sc = _soft_nms_loop(segments, scores, alpha=alpha, top_k=top_k,
+                                     threshold=threshold)
+            np.testing.assert_array_equal(out.segments, seg)
+            np.testing.assert_array_equal(out.scores, sc)  # equal, NaN where NaN
 
 
 def test_bmn_proposals_from_start_end_map() -> None:

@@ -97,20 +97,29 @@ def soft_nms(segments: Any, scores: Any, *, alpha: float, top_k: int,
         raise ValueError(f"soft_nms: {len(seg)} segments but {len(score)} scores")
     if alpha <= 0:
         raise ValueError(f"soft_nms: alpha must be > 0, got {alpha}")
-    remaining = np.arange(len(seg))
+    # Kept proposals stay in place, masked (score -inf, ``alive`` False), and the decay is
+    # applied with a mask instead of gathering the remaining rows and scattering back:
+    # the same element-wise operations on the same values, so the same numbers, in less
+    # time (~5,000 candidates a video: G-TAD 12.3 -> 7.4 ms, BMN 7.4 -> 5.2 ms a video,
+    # benchmarks/evaluate_scale.py).
+    start, end = np.ascontiguousarray(seg[:, 0]), np.ascontiguousarray(seg[:, 1])
+    alive = np.ones(len(score), dtype=bool)
     kept: list[int] = []
     kept_scores: list[float] = []
-    while remaining.size and len(kept) < top_k:
-        pos = int(np.argmax(score[remaining]))
-        best = int(remaining[pos])
+    while len(kept) < min(top_k, len(score)):
+        best = int(np.argmax(score))  # the first maximum (NaN first), as in kept order
+        if not alive[best]:  # every remaining score is -inf: the first remaining one
+            best = int(np.flatnonzero(alive)[0])
         kept.append(best)
         kept_scores.append(float(score[best]))
-        remaining = np.delete(remaining, pos)
+        score[best], alive[best] = -np.inf, False
         width = float(seg[best, 1] - seg[best, 0])
         limit = threshold(width) if callable(threshold) else (threshold or 0.0)
-        tiou = segment_tiou(seg[best, 0], seg[best, 1], seg[remaining, 0], seg[remaining, 1])
-        hit = tiou > limit  # NaN (two zero-length segments) never decays
-        score[remaining[hit]] *= np.exp(-np.square(tiou[hit]) / alpha)
+        tiou = segment_tiou(seg[best, 0], seg[best, 1], start, end)
+        hit = (tiou > limit) & alive  # NaN (two zero-length segments) never decays
+        with np.errstate(invalid="ignore"):  # -inf * 0 on kept rows, never copied
+            decayed = score * np.exp(-np.square(tiou) / alpha)
+        np.copyto(score, decayed, where=hit)
     return Proposals(seg[kept].reshape(-1, 2), np.array(kept_scores, dtype=np.float64))
 
 
