@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from typing import Any
 
@@ -18,17 +19,29 @@ from tspipe.provenance import dvc_out_md5, find_tool
 from tspipe.stages import instances
 from tspipe.tracking import TAG_CACHED, TAG_FLOW_RUN, make_tracker
 
+log = logging.getLogger(__name__)
+
 
 @task(name="dvc-commit")
 def dvc_commit(root: str, stages: list[str]) -> bool:
     """Record in dvc.lock what the flow produced, so `dvc status` is clean and `dvc repro`
-    does not redo it. Only when the run directory is a DVC project using its params.yaml."""
+    does not redo it. Only when the run directory is a DVC project using its params.yaml.
+
+    A commit DVC refuses (a dependency of a stage the params turn off, an empty path
+    param) leaves dvc.lock as it was and says why in a warning: the run's products and
+    records stand, and `dvc status` shows those stages as changed."""
     paths = RunPaths.at(root)
     dvc = find_tool("dvc")
     if dvc is None or not (paths.root / "dvc.yaml").exists() or not (paths.root / ".dvc").is_dir():
         return False
-    subprocess.run([dvc, "commit", "--force", "--quiet", *stages], cwd=paths.root, check=True,
-                   timeout=600)
+    done = subprocess.run([dvc, "commit", "--force", *stages], cwd=paths.root,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        why = " ".join((done.stderr or done.stdout).split())[-600:]
+        log.warning("dvc commit of %d stage runs failed (exit %d: %s): dvc.lock "
+                                 "not updated; `dvc status` lists them as changed",
+                                 len(stages), done.returncode, why)
+        return False
     return True
 
 
