@@ -206,9 +206,12 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
         "evaluate@tac", "ingest"]
     assert (root / "data/annotations/annotations.json").exists()
 
-    # Another localize seed: evaluation reruns and adds records; the earlier scores stay,
-    # with their run links, and queries choose (latest by default, or by params hash).
+    # Another localize seed: evaluation reruns (tsp's, through its stage flow) and adds
+    # records; the earlier scores stay, with their run links, and queries choose (latest by
+    # default, or by params hash).
     import yaml
+
+    from tspipe.doors.prefect_stages import STAGE_FLOWS
 
     def evaluations(**choice) -> dict[tuple[str, str, str, str], float]:
         with Catalog(url) as cat:
@@ -220,17 +223,17 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["localize"]["seed"] += 1
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    reseeded = tspipe_pipeline(params_path="params.yaml", root=str(root))
-    assert {r["stage"] for r in reseeded["stages"] if not r["cached"]} == {
-        "evaluate@tsp", "evaluate@tac", "compare"}
-    new_hash = client.get_run(next(r["mlflow_run_id"] for r in reseeded["stages"]
-                                   if r["stage"] == "evaluate@tsp")).data.tags[
-        "tspipe.params_hash"]
+    reseeded = STAGE_FLOWS["evaluate"](params_path="params.yaml", root=str(root),
+                                       variant="tsp")
+    assert not reseeded["cached"]
+    new_hash = client.get_run(reseeded["mlflow_run_id"]).data.tags["tspipe.params_hash"]
     every = evaluations(every=True)
     assert {k: v for k, v in every.items() if k in first_scores} == first_scores
-    assert len(every) == 2 * len(first_scores)
-    assert {k[3] for k in evaluations()} == {new_hash}
+    of_tsp = {k for k in first_scores if k[0] == versions["tsp"]}
+    assert len(every) == len(first_scores) + len(of_tsp)
+    assert {k[3] for k in evaluations() if k[0] == versions["tsp"]} == {new_hash}
     old_hash = next(iter({k[3] for k in first_scores}))
+    assert old_hash != new_hash
     assert evaluations(params_hash=old_hash[:8]) == first_scores
     with Catalog(url) as cat:  # the run that computed them, still
         assert {e.mlflow_run_id for e in cat.show(versions["tsp"], params_hash=old_hash)
@@ -238,8 +241,6 @@ def test_pipeline_flow_end_to_end_then_cached(run_dir):
 
     # The per-stage flow of a variant whose training is off writes markers only (no
     # MLflow run); the pipeline flow leaves that variant's pretrain out altogether.
-    from tspipe.doors.prefect_stages import STAGE_FLOWS
-
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["compare"]["variants"]["off"] = {"pretrain": {"enabled": False}}
     (root / "off.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
