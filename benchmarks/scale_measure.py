@@ -177,19 +177,18 @@ def prefect_counts(since: Any) -> dict[str, Any]:
         TaskRunFilterStartTime,
     )
 
+    def every(read, **filters):  # Prefect's reads are paged: 200 at a time
+        found, offset = [], 0
+        while batch := read(limit=200, offset=offset, **filters):
+            found += batch
+            offset += len(batch)
+        return found
+
     with get_client(sync_client=True) as client:
-        flows, offset = [], 0
-        while batch := client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
-                limit=200, offset=offset):
-            flows += batch
-            offset += len(batch)
-        tasks, offset = [], 0
-        while batch := client.read_task_runs(
-                task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since)),
-                limit=200, offset=offset):
-            tasks += batch
-            offset += len(batch)
+        flows = every(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+            start_time=FlowRunFilterStartTime(after_=since)))
+        tasks = every(client.read_task_runs, task_run_filter=TaskRunFilter(
+            start_time=TaskRunFilterStartTime(after_=since)))
     names = {f.id: f.name for f in flows}
     per_stage: dict[str, int] = defaultdict(int)
     for t in tasks:
