@@ -97,6 +97,16 @@ def atomic_write_json(dest: str | Path, obj: Any, *, indent: int | None = 2) -> 
     return atomic_write_text(dest, text)
 
 
+def file_stamp(path: str | Path) -> tuple[int, int, int] | tuple[()]:
+    """(inode, mtime in ns, size) of a file, () if there is none: what changes when it is
+    rewritten (an atomic write is a new inode), for caches of its parse."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return ()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def sha256_stream(fh: BinaryIO) -> str:
     h = hashlib.sha256()
     for chunk in iter(lambda: fh.read(_CHUNK), b""):

@@ -409,6 +409,19 @@ def test_folder_mirror_first_then_url(server: VideoServer, tmp_path: Path, mp4: 
     assert e["b"].path == "out/b.mkv" and e["c"].source == server.url("v/c.mp4")
     assert (server.hits["/v/a.mp4"], server.hits["/v/b.mp4"], server.hits["/v/c.mp4"]) == (0, 0, 1)
 
+    # No url in the annotations: a video the folder lacks is gone (missing), not failed;
+    # a mirror folder that does not exist is a setting to fix (failed, named).
+    res = download_all([vid("a", None), vid("d", None)], cfg(mirror=str(mirror)),
+                       tmp_path / "out2", tmp_path / "m2.json")
+    e = read_manifest(tmp_path / "m2.json")
+    assert res.summary == "1 ok, 1 missing, 0 failed"
+    assert e["d"].status == "missing" and "not in the mirror folder" in e["d"].reason
+    res = download_all([vid("d", None)], cfg(mirror=str(tmp_path / "nowhere")),
+                       tmp_path / "out3", tmp_path / "m3.json")
+    e = read_manifest(tmp_path / "m3.json")
+    assert e["d"].status == "failed" and "nowhere" in e["d"].reason
+    assert "does not exist" in e["d"].reason
+
 
 def test_http_mirror_404_falls_through_to_url(server: VideoServer, tmp_path: Path) -> None:
     server.mirrored = {"a.mp4"}
@@ -584,3 +597,36 @@ def test_result_is_a_stage_result(tmp_path: Path) -> None:
     assert isinstance(res, DownloadResult) and res.summary == "0 ok, 0 missing, 0 failed"
     assert json.loads((tmp_path / "m.json").read_text()) == {"videos": []}
     assert set(res.metrics()) >= {"ok", "missing", "failed", "skipped", "bytes", "seconds"}
+
+
+def test_manifest_entries_parses_again_only_after_a_change(tmp_path: Path) -> None:
+    from tspipe.data.download import manifest_entries, write_manifest
+
+    def entry(vid: str) -> ManifestEntry:
+        return ManifestEntry(vid, "s", f"{vid}.mp4", 1, "0" * 64, "ok", "", 1)
+
+    def line(vid: str) -> str:
+        return json.dumps(entry(vid).to_dict()) + "\n"
+
+    path = tmp_path / "downloads.json"
+    assert manifest_entries(path) == {}
+    write_manifest(path, {"a": entry("a")})
+    first = manifest_entries(path)
+    assert manifest_entries(path) is first and list(first) == ["a"]  # one parse
+    write_manifest(path, {"a": entry("a"), "b": entry("b")})  # replaced (a new file)
+    second = manifest_entries(path)
+    assert list(second) == ["a", "b"] and second is not first
+    # Completions journalled beside it: only the new lines are read, a torn last line
+    # waits for its end, a damaged one is skipped (as read_manifest does).
+    journal = path.with_name(path.name + ".journal")
+    journal.write_text(line("c"))
+    assert manifest_entries(path) is second and list(second) == ["a", "b", "c"]
+    with journal.open("a") as fh:
+        fh.write("{not json}\n" + line("d")[:20])
+    assert list(manifest_entries(path)) == ["a", "b", "c"]
+    with journal.open("a") as fh:
+        fh.write(line("d")[20:])
+    assert list(manifest_entries(path)) == ["a", "b", "c", "d"]
+    assert manifest_entries(path) == read_manifest(path)
+    compact_manifest(path)  # folded into a new manifest, the journal gone
+    assert manifest_entries(path) == read_manifest(path) and not journal.exists()

@@ -10,24 +10,22 @@ reason; a bad video never stops the run.
 
 The manifest (``downloads.json``) is rewritten atomically every ``_SAVE_EVERY``
 completions and at the end; between rewrites each completion is appended to a journal
-beside it (``downloads.json.journal``), so a killed run loses nothing it finished.
+beside it (``downloads.json.journal``), so a killed run loses nothing it finished
+(:mod:`tspipe.data.manifest`).
 A rerun skips a video whose file still matches its entry's size and sha256.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tspipe.config import DownloadConfig
@@ -46,42 +44,24 @@ from tspipe.data.download_sources import (
     plan_sources,
     remove_part,
 )
-from tspipe.errors import DownloadError, StageError, UnsafeIdError
-from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_file
+from tspipe.data.manifest import (
+    STATUSES,
+    ManifestEntry,
+    ManifestWriter,
+    Status,
+    compact_manifest,
+    manifest_entries,
+    read_manifest,
+    write_manifest,
+)
+from tspipe.errors import DownloadError, UnsafeIdError
+from tspipe.io import result_dict, safe_id, sha256_file
 from tspipe.reporting import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "missing", "failed"]
-STATUSES: tuple[Status, ...] = ("ok", "missing", "failed")
 _SAVE_EVERY = 200  # completions between manifest rewrites (the journal covers the gap)
 _FINAL_EXTS = tuple(dict.fromkeys(VIDEO_EXTS + MIRROR_EXTS))
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One video's outcome. ``path`` is relative to the manifest's folder (posix)."""
-
-    video_id: str
-    source: str
-    path: str | None
-    bytes: int
-    sha256: str | None
-    status: Status
-    reason: str
-    attempts: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ManifestEntry:
-        if data.get("status") not in STATUSES:
-            raise ValueError(f"status {data.get('status')!r} is not one of {STATUSES}")
-        return cls(video_id=str(data["video_id"]), source=str(data.get("source") or ""),
-                   path=data.get("path"), bytes=int(data.get("bytes") or 0),
-                   sha256=data.get("sha256"), status=data["status"],
-                   reason=str(data.get("reason") or ""), attempts=int(data.get("attempts") or 0))
 
 
 @dataclass(frozen=True)
@@ -118,109 +98,6 @@ def summarize(entries: Iterable[ManifestEntry]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES)
 
 
-# -- manifest ----------------------------------------------------------------------------
-def _journal(path: Path) -> Path:
-    return path.with_name(path.name + ".journal")
-
-
-def read_manifest(path: str | Path) -> dict[str, ManifestEntry]:
-    """Entries by video id; none if the file does not exist. Completions a killed run
-    left in the journal beside it are included."""
-    path = Path(path)
-    entries: dict[str, ManifestEntry] = {}
-    if path.exists():
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["videos"]
-            for row in rows:
-                entries[row["video_id"]] = ManifestEntry.from_dict(row)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StageError(f"{path}: not a download manifest ({type(exc).__name__}: "
-                             f"{exc}); delete it to start over") from exc
-    entries.update(_read_journal(_journal(path)))
-    return entries
-
-
-def _read_journal(path: Path) -> dict[str, ManifestEntry]:
-    entries: dict[str, ManifestEntry] = {}
-    if not path.exists():
-        return entries
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            entry = ManifestEntry.from_dict(json.loads(line))
-        except (ValueError, KeyError, TypeError) as exc:
-            # The last line of a killed run may be torn; its video is simply fetched again.
-            log.warning("%s: line %d skipped (%s)", path, n, exc)
-            continue
-        entries[entry.video_id] = entry
-    return entries
-
-
-def compact_manifest(path: str | Path) -> Path:
-    """Fold the journal beside the manifest into it (nothing to do without a journal)."""
-    path = Path(path)
-    with _locked(path.parent):
-        if _journal(path).exists():
-            write_manifest(path, read_manifest(path))
-    return path
-
-
-def write_manifest(path: str | Path, entries: Mapping[str, ManifestEntry]) -> Path:
-    """Write all ``entries`` atomically, sorted by id; they replace any journal."""
-    path = Path(path)
-    rows = [entries[k].to_dict() for k in sorted(entries)]
-    atomic_write_json(path, {"videos": rows})
-    _journal(path).unlink(missing_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the manifest's folder (POSIX ``flock`` on the directory, so
-    no lock file is left behind): calls sharing a manifest merge instead of overwriting."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-class _ManifestWriter:
-    """Journal each completion (one appended, fsynced line); every ``every`` completions
-    and on close rewrite the manifest as what is on disk plus this call's entries, so
-    parallel calls (one per batch) on one manifest lose nothing of each other's.
-    ``compact=False``: only the journal is written (:func:`compact_manifest` later)."""
-
-    def __init__(self, path: Path, every: int, compact: bool = True) -> None:
-        self.path, self.every, self.compact = path, every, compact
-        self.mine: dict[str, ManifestEntry] = {}
-        self._pending = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path.parent):
-            self.previous = read_manifest(path)
-            # A killed run's journal is folded in; a manifest with no journal beside it is
-            # not rewritten unchanged (a full rewrite per batch: quadratic at 20k videos).
-            if not path.exists() or (compact and _journal(path).exists()):
-                write_manifest(path, self.previous)
-
-    def add(self, entry: ManifestEntry) -> None:
-        self.mine[entry.video_id] = entry
-        with _locked(self.path.parent), _journal(self.path).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            self._pending += 1
-            if self.compact and self._pending >= self.every:
-                self._rewrite()
-
-    def close(self) -> None:
-        if self.compact:
-            with _locked(self.path.parent):
-                self._rewrite()
-
-    def _rewrite(self) -> None:
-        write_manifest(self.path, {**read_manifest(self.path), **self.mine})
-        self._pending = 0
 
 
 # -- one video -----------------------------------------------------------------------------
@@ -254,6 +131,8 @@ def _download(video: Video, cfg: DownloadConfig, out_dir: Path, source_dir: Path
         return _Outcome(previous, True)
     try:
         sources = plan_sources(video_id, video.url, cfg, source_dir, roots)
+    except SourceGone as exc:  # a folder mirror without it, and no url
+        return _Outcome(_failed(video_id, exc.source, "missing", _reason(exc), 0), False)
     except DownloadError as exc:
         return _Outcome(_failed(video_id, exc.source, "failed", _reason(exc), 0), False)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -384,7 +263,7 @@ def download_all(videos: Iterable[Video], cfg: DownloadConfig, out_dir: Path,
     for stale in out_dir.glob("*.part"):
         if part_owner(stale.name) in todo:
             remove_part(stale)
-    writer = _ManifestWriter(manifest_path, _SAVE_EVERY, compact)
+    writer = ManifestWriter(manifest_path, _SAVE_EVERY, compact)
     reporter.start("download", len(todo))
     done: list[_Outcome] = []
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="download")
@@ -418,5 +297,7 @@ def download_all(videos: Iterable[Video], cfg: DownloadConfig, out_dir: Path,
         seconds=time.monotonic() - t0, summary=summary)
 
 
-__all__ = ["DownloadResult", "ManifestEntry", "compact_manifest", "download_all", "download_one",
-           "read_manifest", "summarize", "write_manifest"]
+# The manifest's names, re-exported: callers read downloads through this module.
+__all__ = ["STATUSES", "DownloadResult", "ManifestEntry", "Status", "compact_manifest",
+           "download_all", "download_one", "manifest_entries", "read_manifest", "summarize",
+           "write_manifest"]

@@ -97,13 +97,29 @@ def plan_sources(video_id: str, url: str | None, cfg: DownloadConfig,
     if url:
         sources.append(_source_for(video_id, url.strip(), cfg, source_dir, mirror=False))
     if not sources:
-        raise DownloadError(video_id, "-", "no url and no mirror configured", permanent=True)
+        raise _nothing_to_try(video_id, cfg)
     if roots is not None:
         allowed = allowed_roots(roots, cfg)
         for source in sources:
             if source.kind == "local":
                 _check_inside(video_id, source, allowed)
     return sources
+
+
+def _nothing_to_try(video_id: str, cfg: DownloadConfig) -> DownloadError:
+    """No url and no mirror file: a folder mirror without the video means the video is
+    gone (``missing``, as a 404 from a URL mirror); no mirror at all, or a mirror folder
+    that does not exist, is a setting to fix (``failed``)."""
+    folder = _mirror_folder(cfg)
+    if folder is None:
+        return DownloadError(video_id, "-", "no url and no mirror configured",
+                             permanent=True)
+    if not folder.is_dir():
+        return DownloadError(video_id, str(folder), f"no url, and the mirror folder {folder} "
+                             "(download.mirror) does not exist", permanent=True)
+    names = "/".join(f"{video_id}{ext}" for ext in MIRROR_EXTS)
+    return SourceGone(video_id, str(folder), f"not in the mirror folder ({names}) and the "
+                      "annotations give no url")
 
 
 def allowed_roots(roots: Sequence[Path], cfg: DownloadConfig) -> list[Path]:

@@ -25,7 +25,7 @@ from typing import Any
 from tspipe.config import Params
 from tspipe.data.annotations import Annotations, read_activitynet
 from tspipe.data.clips import ClipSampler, build_groundtruth, windows_table, write_table
-from tspipe.data.download import read_manifest
+from tspipe.data.download import manifest_entries
 from tspipe.data.video import probe, standardize
 from tspipe.errors import VideoError
 from tspipe.io import atomic_write_json, result_dict, safe_id, sha256_json
@@ -83,7 +83,7 @@ def decode_settings(params: Params) -> dict[str, Any]:
 
 
 def _downloaded(paths: RunPaths) -> dict[str, Any]:
-    return read_manifest(paths.manifest) if paths.manifest.exists() else {}
+    return manifest_entries(paths.manifest)
 
 
 def batches(params: Params, paths: RunPaths) -> list[Batch]:

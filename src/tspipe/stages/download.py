@@ -6,7 +6,7 @@ where it came from, its size and sha256, and ``ok | missing | failed`` with the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,11 @@ from tspipe.data.download import (
     ManifestEntry,
     compact_manifest,
     download_all,
-    read_manifest,
+    manifest_entries,
     summarize,
     write_manifest,
 )
-from tspipe.io import atomic_write_json, result_dict, sha256_json
+from tspipe.io import atomic_write_json, file_stamp, result_dict, sha256_json
 from tspipe.paths import RunPaths
 from tspipe.reporting import Reporter
 from tspipe.stages.contract import Batch, Batching, Stage
@@ -47,8 +47,22 @@ class DownloadStageResult:
         return result_dict(self)
 
 
-def _annotations(paths: RunPaths, video_ids: Collection[str] | None = None) -> Annotations:
-    return read_activitynet(paths.annotations, video_ids=video_ids)
+# The ingested annotations as parsed last in this process, with the file's stamp then:
+# the batches of a run (tasks in one process) look their videos up in one parse, where a
+# parse per batch made the stage quadratic at 20,000 videos (benchmarks/scale.py).
+_PARSED: dict[Path, tuple[tuple, Annotations]] = {}
+_PARSING = threading.Lock()
+
+
+def _annotations(paths: RunPaths) -> Annotations:
+    """The annotations the download stage fetches (read them, do not change them)."""
+    with _PARSING:
+        stamp = file_stamp(paths.annotations)
+        cached = _PARSED.get(paths.annotations)
+        if cached is None or cached[0] != stamp or not stamp:
+            cached = (stamp, read_activitynet(paths.annotations))
+            _PARSED[paths.annotations] = cached
+        return cached[1]
 
 
 def batches(params: Params, paths: RunPaths) -> list[Batch]:
@@ -83,13 +97,11 @@ def local_roots(params: Params, paths: RunPaths) -> list[Path]:
 
 
 def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter) -> Any:
-    # Only the batch's entries: parsing all 20k videos of ActivityNet per batch of 100 made
-    # the stage quadratic (measured: benchmarks/scale.py).
-    ann = _annotations(paths, batch.ids)
+    ann = _annotations(paths)
     declares = any(_declared_sha256(ann, vid) for vid in batch.ids)
     # A copy whose checksum differs from the one the annotations declare is stale: removed
     # here so that it is fetched again.
-    entries = read_manifest(paths.manifest) if declares and paths.manifest.exists() else {}
+    entries = manifest_entries(paths.manifest) if declares else {}
     for vid in batch.ids:
         declared, entry = _declared_sha256(ann, vid), entries.get(vid)
         if declared and entry and entry.sha256 and entry.sha256 != declared and entry.path:
@@ -99,7 +111,7 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
                           roots=local_roots(params, paths), compact=False)
     if not declares:
         return result
-    entries = read_manifest(paths.manifest)
+    entries = dict(manifest_entries(paths.manifest))  # changed below: a copy
     wrong = {vid: entries[vid] for vid in batch.ids if vid in entries
              and entries[vid].status == "ok" and _declared_sha256(ann, vid)
              and entries[vid].sha256 != _declared_sha256(ann, vid)}
@@ -118,13 +130,13 @@ def batch_done(params: Params, paths: RunPaths, batch: Batch) -> bool:
     """Every video of the batch has a manifest entry, and every ``ok`` one its file."""
     if not paths.manifest.exists():
         return False
-    return _complete(paths, read_manifest(paths.manifest), batch)
+    return _complete(paths, manifest_entries(paths.manifest), batch)
 
 
 def status(params: Params, paths: RunPaths) -> list[tuple[Batch, bool]]:
     """Every batch and whether it is done, from one read of the manifest (read once per
     batch it cost O(batches x videos))."""
-    entries = read_manifest(paths.manifest) if paths.manifest.exists() else None
+    entries = manifest_entries(paths.manifest) if paths.manifest.exists() else None
     return [(b, entries is not None and _complete(paths, entries, b))
             for b in batches(params, paths)]
 
@@ -145,7 +157,7 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> DownloadSta
     if paths.manifest.exists():
         compact_manifest(paths.manifest)
     ann = _annotations(paths)
-    entries = read_manifest(paths.manifest) if paths.manifest.exists() else {}
+    entries = manifest_entries(paths.manifest)
     mine = [entries[v] for v in sorted(ann.videos) if v in entries]
     counts = {s: sum(e.status == s for e in mine) for s in ("ok", "missing", "failed")}
     result = DownloadStageResult(
@@ -165,6 +177,7 @@ STAGE = Stage(
     extra_params=("dataset.annotations",),  # its folder is a local root (local_roots)
     inputs=lambda params, paths: [paths.annotations],
     outputs=lambda params, paths: [paths.videos, paths.manifest, paths.metrics("download")],
-    code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.download_sources"),
+    code=("tspipe.stages.download", "tspipe.data.download", "tspipe.data.manifest",
+          "tspipe.data.download_sources"),
     batching=Batching(batches, run_batch, batch_done, finalize, status),
 )
