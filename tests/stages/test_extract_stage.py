@@ -122,6 +122,8 @@ def test_gvf_is_the_max_of_the_same_encoders_clip_features(decoded):
 
 def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_root):
     root = decoded
+    first_gvf = _run(root, "gvf")
+    first_gvf_vectors = read_gvf(first_gvf.path)
     first = _run(root, EXTRACT)
     # One more video in the annotation file; synth is switched off so the rest stay.
     ann = json.loads((root / "data/synth/synthactions.json").read_text())
@@ -138,7 +140,28 @@ def test_new_videos_make_a_new_version_that_copies_the_old_ones(decoded, repo_ro
     write_params(root, repo_root, synth={**TINY, "enabled": False}, gvf=RUN,
                  pretrain=NO_PRETRAIN,
                  extract={**RUN, "export": ["npy", "h5"], "export_id_prefix": "v_"})
-    second = _run(root, "ingest", "download", "decode", EXTRACT)
+    _run(root, "ingest", "download", "decode")
+    second_gvf = _run(root, "gvf")
+    second = _run(root, EXTRACT)
+
+    # The GVF: a new version that computed the new video alone and copied the others.
+    assert second_gvf.version != first_gvf.version
+    assert (second_gvf.ok, second_gvf.reused) == (4, 3)
+    out = root / "data/gvf" / second_gvf.version
+    reports = [json.loads(p.read_text()) for p in sorted(out.glob("shard-*.json"))]
+    assert sorted(v for r in reports for v in r["written"]) == ["extra"]
+    index = json.loads((out / "index.json").read_text())
+    assert index["recipe"] == json.loads(
+        (root / "data/gvf" / first_gvf.version / "index.json").read_text())["recipe"]
+    assert {v: e["reused_from"] for v, e in index["videos"].items()} == {
+        **dict.fromkeys(first_gvf_vectors, first_gvf.version), "extra": None}
+    vectors = read_gvf(second_gvf.path)
+    assert sorted(vectors) == sorted([*first_gvf_vectors, "extra"])
+    for vid, vector in first_gvf_vectors.items():
+        np.testing.assert_array_equal(vectors[vid], vector)
+    for report in reports:  # TSP's released layout: no attributes on a vector
+        with h5py.File(out / report["shard"]) as f:
+            assert all(not f[v].attrs for v in f)
 
     assert second.feature_version != first.feature_version
     assert (second.ok, second.reused, second.computed) == (4, 3, 1)

@@ -302,7 +302,8 @@ def shard_reports(run: EncoderRun) -> list[ShardReport]:
 
 
 # The code both encoder stages share (each adds its own module).
-CODE = ("tspipe.stages.encoder_runs", "tspipe.stages.decoded", "tspipe.extract",
+CODE = ("tspipe.stages.encoder_runs", "tspipe.stages.decoded", "tspipe.stages.reuse",
+        "tspipe.extract",
         "tspipe.data.clip_sampler", "tspipe.models")
 
 

@@ -82,10 +82,9 @@ from tspipe.stages.extract_runs import (
     TwoStream,
     concat_shard,
     make_run,
-    reuse_old_features,
     two_stream,
-    video_sha,
 )
+from tspipe.stages.reuse import reuse_stored, video_sha
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,8 @@ def _encode(run: EncoderRun, batch: Batch, params: Params, paths: RunPaths,
     cfg = params.extract
     videos = run.inputs(batch)
     with H5FeatureWriter(shard, run.base_attrs(), dtype=cfg.dtype) as writer:
-        reused = reuse_old_features(run, writer, [v.video_id for v in videos], paths)
+        reused = reuse_stored(run, writer, [v.video_id for v in videos],
+                              paths.features_root)
         if reused:
             reporter.message(f"extract: {len(reused)} videos of {shard.name} copied from "
                              "earlier versions with the same recipe")

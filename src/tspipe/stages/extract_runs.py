@@ -4,24 +4,19 @@ flow encoder's and their per-clip concatenation.
 Each stream is a feature version of its own (the same id a single-stream run of that
 encoder would get); :class:`TwoStream` names the concatenation's version, RGB first, whose
 index names both sources. :func:`concat_shard` writes one shard of it from the two
-streams' finished shards. :func:`reuse_old_features` copies a video's features from an
-earlier version with the same recipe (why by copy: :mod:`tspipe.stages.extract`).
+streams' finished shards.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from tspipe.config import Params
 from tspipe.errors import ConfigError, StageError
 from tspipe.extract.concat import concat_features
-from tspipe.extract.shards import count_non_finite
 from tspipe.extract.writers import H5FeatureWriter
 from tspipe.io import sha256_json
 from tspipe.models.registry import ENCODERS, encoder_info
@@ -35,8 +30,6 @@ from tspipe.stages.encoder_runs import (
     encoder_run,
     pretrained_weights,
 )
-
-log = logging.getLogger(__name__)
 
 
 def make_run(params: Params, paths: RunPaths) -> EncoderRun:
@@ -141,61 +134,3 @@ def concat_shard(two: TwoStream, batch: Batch, flow_batch: Batch, dtype: str,
                 pid=rgb_report.pid).save(two.shard_report(batch))
     reporter.message(f"extract: {shard.name}: {len(result.written)} videos concatenated "
                      f"(RGB ++ flow), {len(failed) + len(result.failed)} failed")
-
-
-def video_sha(run: EncoderRun) -> dict[str, str | None]:
-    """Video id -> the downloaded file's sha256."""
-    return {v.video_id: v.sha256 for v in run.videos}
-
-
-def reuse_old_features(run: EncoderRun, writer: H5FeatureWriter, ids: list[str],
-                       paths: RunPaths) -> dict[str, str]:
-    """Copy the datasets of ``ids`` that an earlier version with this run's recipe holds
-    for the same downloaded file; returns video id -> the version copied from."""
-    todo = set(ids) - writer.done_ids()
-    if not todo:
-        return {}
-    sha = video_sha(run)
-    reused: dict[str, str] = {}
-    for index_file in sorted(paths.features_root.glob("*/index.json")):
-        if index_file.parent == run.out_dir or not todo:
-            continue
-        try:
-            index = json.loads(index_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("extract: %s: unreadable (%s); nothing is copied from that version",
-                        index_file, exc)
-            continue
-        if index.get("recipe") != run.recipe():
-            continue
-        for vid in sorted(todo):
-            entry = index["videos"].get(vid)
-            if not entry or entry["status"] != "ok" or entry.get("sha256") != sha[vid] \
-                    or sha[vid] is None:
-                continue
-            source = index_file.parent / entry["shard"]
-            if (why := _unusable(source, vid)) is not None:
-                log.warning("extract: %s: video %r not copied, it is extracted instead: %s",
-                            source, vid, why)
-                continue
-
-            def fill(f: h5py.File, source: Path = source, vid: str = vid) -> None:
-                with h5py.File(source, "r") as src:
-                    src.copy(src[vid], f, name=vid)
-                    f[vid].attrs.update(writer.store.attrs)  # this version's attributes
-
-            writer.store.write(vid, fill)
-            reused[vid] = index["feature_version"]
-            todo.discard(vid)
-    return reused
-
-
-def _unusable(source: Path, video_id: str) -> str | None:
-    """Why an earlier version's features of ``video_id`` in ``source`` must not be copied
-    (unreadable, or NaN/inf: versions made before those were refused), or None."""
-    try:
-        with h5py.File(source, "r") as f:
-            bad = count_non_finite(f[video_id][()])
-    except (OSError, KeyError) as exc:
-        return f"cannot read it ({exc})"
-    return f"{bad} values are NaN or inf" if bad else None

@@ -8,6 +8,10 @@ extraction's; ``finalize`` merges them into ``data/gvf/gvf.h5`` in the format of
 released GVF files (one ``(D,)`` float32 dataset per video id), which the pretrain stage
 reads and which TSP's own code can read.
 
+A video whose downloaded file is unchanged is copied from an earlier version with the
+same recipe (:mod:`.reuse`; each version's ``index.json`` lists what it holds), so a run
+that adds videos computes only theirs.
+
 A damaged finished shard (cut short, a video missing) is found when the stage plans,
 removed and extracted again; a finished shard's non-finite videos are tried again on the
 next run. ``gvf.h5`` is replaced only by a whole set: a video whose features are NaN or
@@ -21,6 +25,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import h5py
 
 from tspipe.config import Params
 from tspipe.errors import StageError
@@ -37,7 +43,7 @@ from tspipe.io import atomic_write_json, result_dict
 from tspipe.paths import RunPaths
 from tspipe.provenance import GVF_CODE
 from tspipe.reporting import Reporter
-from tspipe.stages.contract import Batch, Stage
+from tspipe.stages.contract import Batch, DisabledResult, Stage
 from tspipe.stages.encoder_runs import CODE as ENCODER_CODE
 from tspipe.stages.encoder_runs import (
     EncoderRun,
@@ -48,6 +54,7 @@ from tspipe.stages.encoder_runs import (
     shard_batching,
     shard_reports,
 )
+from tspipe.stages.reuse import reuse_stored, video_sha
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ class GvfStageResult:
     videos: int
     ok: int
     failed: int
+    reused: int  # copied from an earlier version (same recipe, same video file)
     clips: int
     seconds: float
     feature_dim: int
@@ -79,7 +87,7 @@ class GvfStageResult:
     precision: str
 
     def metrics(self) -> dict[str, float]:
-        m = {k: float(getattr(self, k)) for k in ("videos", "ok", "failed", "clips",
+        m = {k: float(getattr(self, k)) for k in ("videos", "ok", "failed", "reused", "clips",
                                                    "seconds", "feature_dim", "shards")}
         m["clips_per_s"] = self.clips / self.seconds if self.seconds > 0 else 0.0
         return m
@@ -107,12 +115,37 @@ def run_batch(params: Params, paths: RunPaths, batch: Batch, reporter: Reporter)
     if previous is not None and not to_retry(previous):
         return 0
     with GVFWriter(shard, pooling=params.gvf.pooling, attrs=run.base_attrs()) as writer:
+        reused = reuse_stored(run, writer, list(batch.ids), paths.gvf_root,
+                              dataset_attrs=False)
+        if reused:
+            reporter.message(f"gvf: {len(reused)} videos of {shard.name} copied from "
+                             "earlier versions with the same recipe")
         result = encode_shard(run, batch, writer, reporter)
-    new = ShardReport.of(run, batch, result, {})
+    new = ShardReport.of(run, batch, result, reused)
     if previous is not None:  # its failed videos tried again
         new = ShardReport(**retried(previous, new.__dict__))
     new.save(report)
     return len(result.written)
+
+
+def _index(run: EncoderRun, reports: list[ShardReport]) -> Path:
+    """``<version>/index.json``: the recipe and each video's outcome, shard and file
+    sha256, which a later version reads to copy what it holds (:mod:`.reuse`)."""
+    sha = video_sha(run)
+    videos: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        with h5py.File(run.out_dir / report.shard, "r") as f:
+            held = set(f.keys())
+        for vid in report.ids:
+            videos[vid] = ({"status": "ok", "shard": report.shard, "sha256": sha.get(vid),
+                            "reused_from": report.reused.get(vid)} if vid in held else
+                           {"status": "failed", "shard": None, "sha256": sha.get(vid),
+                            "reason": report.failed.get(vid, "not in the shard file")})
+    return atomic_write_json(run.out_dir / "index.json", {
+        "feature_version": run.version, "recipe": run.recipe(), "stage": "gvf",
+        "encoder": run.cfg.encoder, "checkpoint_sha256": run.checkpoint_sha256,
+        "params": run.id_params, "manifest_sha256": run.manifest_sha256,
+        "code_version": run.code_version, "videos": videos})
 
 
 def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageResult:
@@ -127,6 +160,8 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageRes
                                    f"Weights: {run.checkpoint or 'seeded random'}. The "
                                    f"shard reports in {run.out_dir} hold each reason; {kept}"))
     shards = [run.out_dir / r.shard for r in reports]
+    (paths.gvf_root / "disabled.json").unlink(missing_ok=True)
+    _index(run, reports)
     merge_gvf(shards, paths.gvf_file, attrs={**run.base_attrs(), "gvf_pooling":
                                              params.gvf.pooling})
     vectors = read_gvf(paths.gvf_file)
@@ -135,13 +170,26 @@ def finalize(params: Params, paths: RunPaths, reporter: Reporter) -> GvfStageRes
         path=paths.gvf_file, version=run.version, encoder=params.gvf.encoder,
         checkpoint_sha256=run.checkpoint_sha256, checkpoint_origin=run.origin,
         pooling=params.gvf.pooling, videos=len(run.videos), ok=len(vectors),
+        reused=sum(len(r.reused) for r in reports),
         failed=len(run.videos) - len(vectors), clips=sum(r.clips for r in reports),
         seconds=sum(r.seconds for r in reports), feature_dim=int(dim), shards=len(reports),
         precision=reports[0].precision if reports else run.precision())
     atomic_write_json(paths.metrics("gvf"), result.metrics())
-    reporter.message(f"gvf: {result.ok} of {result.videos} videos, {dim}-d, "
+    copied = f" ({result.reused} copied from earlier versions)" if result.reused else ""
+    reporter.message(f"gvf: {result.ok} of {result.videos} videos{copied}, {dim}-d, "
                      f"{params.gvf.pooling} pooling -> {paths.gvf_file}")
     return result
+
+
+def disabled(params: Params, paths: RunPaths) -> DisabledResult:
+    """``gvf.enabled: false``: ``data/gvf/disabled.json`` and ``{"enabled": 0}`` metrics, for
+    DVC, which runs every stage of dvc.yaml; earlier versions' shards stay (a run enabled
+    again copies from them)."""
+    paths.gvf_root.mkdir(parents=True, exist_ok=True)
+    reason = "gvf.enabled: false"
+    return DisabledResult(reason, [
+        atomic_write_json(paths.gvf_root / "disabled.json", {"reason": reason}),
+        atomic_write_json(paths.metrics("gvf"), {"enabled": 0})])
 
 
 STAGE = Stage(
@@ -155,4 +203,5 @@ STAGE = Stage(
     # a shard is done when it is finished and readable (a damaged one is redone)
     batching=shard_batching(make_run, run_batch, finalize, done=_finished),
     enabled=lambda params: params.gvf.enabled,
+    disabled=disabled,
 )
