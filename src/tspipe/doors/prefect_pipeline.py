@@ -16,10 +16,36 @@ from tspipe.doors.run_lock import holding
 from tspipe.doors.runner import pipeline_run
 from tspipe.paths import RunPaths
 from tspipe.provenance import dvc_out_md5, find_tool
-from tspipe.stages import instances
+from tspipe.stages import bind, instances
 from tspipe.tracking import TAG_CACHED, TAG_FLOW_RUN, make_tracker
 
 log = logging.getLogger(__name__)
+
+
+def is_dvc_project(paths: RunPaths) -> bool:
+    return (paths.root / "dvc.yaml").exists() and (paths.root / ".dvc").is_dir()
+
+
+def empty_path_params(paths: RunPaths) -> list[str]:
+    """The params keys dvc.yaml interpolates (``${a.b}``; not foreach's ``${key}``) that
+    params.yaml leaves null or empty."""
+    import re
+
+    import yaml
+
+    try:
+        raw = yaml.safe_load((paths.root / "params.yaml").read_text(encoding="utf-8")) or {}
+        text = (paths.root / "dvc.yaml").read_text(encoding="utf-8")
+    except (OSError, yaml.YAMLError):
+        return []
+    empty = []
+    for key in dict.fromkeys(re.findall(r"\$\{\s*([\w.]+)\s*\}", text)):
+        value: Any = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if "." in key and value in (None, ""):
+            empty.append(key)
+    return empty
 
 
 @task(name="dvc-commit")
@@ -32,7 +58,13 @@ def dvc_commit(root: str, stages: list[str]) -> bool:
     records stand, and `dvc status` shows those stages as changed."""
     paths = RunPaths.at(root)
     dvc = find_tool("dvc")
-    if dvc is None or not (paths.root / "dvc.yaml").exists() or not (paths.root / ".dvc").is_dir():
+    if dvc is None or not is_dvc_project(paths):
+        return False
+    if empty := empty_path_params(paths):
+        log.warning("dvc commit skipped: dvc.yaml names %s as a dependency path and "
+                    "params.yaml leaves it empty, which DVC cannot read (every dvc command "
+                    "fails with 'unexpected error'); set it to a file (the weights the "
+                    "stages start from) to use DVC: dvc.lock not updated", " and ".join(empty))
         return False
     done = subprocess.run([dvc, "commit", "--force", *stages], cwd=paths.root,
                           capture_output=True, text=True, timeout=600)
@@ -79,6 +111,16 @@ def _pipeline(params_path: str, root: str) -> dict[str, Any]:
     params, paths = load(params_path, root)
     tags = {TAG_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
     ran = instances(params)
+    # dvc.lock describes params.yaml: another params file must not be recorded there.
+    to_dvc = (paths.resolve(params_path) == paths.root / "params.yaml"
+              and is_dvc_project(paths) and find_tool("dvc") is not None)
+    # dvc.yaml runs every stage: those the params turn off leave markers (`tspipe stage`
+    # writes the same), which later stages' deps name; written first, so that each stage
+    # run's DVC inputs hash finds them.
+    markers = instances(params, disabled=True) if to_dvc else []
+    for inst in markers:
+        stage, p, pa = bind(inst, params, paths)
+        stage.run_disabled(p, pa)
     rows: list[dict[str, Any]] = []
     with pipeline_run(make_tracker(params, paths), params, tags) as parent:
         for inst in ran:
@@ -86,9 +128,7 @@ def _pipeline(params_path: str, root: str) -> dict[str, Any]:
             rows.append(STAGE_FLOWS[name](params_path=params_path, root=root,
                                           parent_run_id=parent.run_id,
                                           **({"variant": variant} if variant else {})))
-        # dvc.lock describes params.yaml: another params file must not be recorded there.
-        uses_default_params = paths.resolve(params_path) == paths.root / "params.yaml"
-        committed = dvc_commit(root, ran) if uses_default_params else False
+        committed = dvc_commit(root, [*markers, *ran]) if to_dvc else False
         if committed:
             for inst in ran:
                 if inst.startswith("extract@"):

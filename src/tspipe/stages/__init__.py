@@ -67,16 +67,20 @@ def bind(instance: str, params: Params, paths: RunPaths) -> tuple[Stage, Params,
     return stage, params, paths
 
 
-def instances(params: Params, names: tuple[str, ...] = PIPELINE) -> list[str]:
+def instances(params: Params, names: tuple[str, ...] = PIPELINE, *,
+              disabled: bool = False) -> list[str]:
     """The stage runs of ``names`` that ``params`` enables, in pipeline order; a
-    per-variant stage once per variant (``pretrain@tsp``, ``pretrain@tac``)."""
+    per-variant stage once per variant (``pretrain@tsp``, ``pretrain@tac``).
+    ``disabled=True``: instead, those it disables that write markers for DVC
+    (:attr:`Stage.disabled`)."""
     out = []
     for name in names:
         stage = STAGES[name]
         for inst in ([f"{name}@{v}" for v in params.compare.variants] if stage.per_variant
                      else [name]):
             _, p, _ = bind(inst, params, RunPaths.at("."))
-            if stage.enabled(p):
+            if (not stage.enabled(p) and stage.disabled is not None) if disabled \
+                    else stage.enabled(p):
                 out.append(inst)
     return out
 

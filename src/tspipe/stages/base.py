@@ -29,7 +29,7 @@ STAGE = Stage(
     outputs=outputs,
     code=("tspipe.stages.base", *CODE),
     enabled=lambda params: params.base.enabled,
-    disabled=lambda paths: disabled(paths, reason="base.enabled: false"),
+    disabled=lambda params, paths: disabled(paths, reason="base.enabled: false"),
     scope=lambda params, paths: (params.for_base(), paths.for_variant("base")),
     record_as="pretrain",
 )

@@ -140,14 +140,14 @@ class Stage:
     # Writes the outputs as markers of a disabled stage, so that DVC (which runs every
     # foreach variant and every stage in dvc.yaml) finds what it declared; see
     # :meth:`run_disabled`. None: the stage runs whatever ``enabled`` says.
-    disabled: Callable[[RunPaths], DisabledResult] | None = None
+    disabled: Callable[[Params, RunPaths], DisabledResult] | None = None
 
     def run_disabled(self, params: Params, paths: RunPaths) -> DisabledResult | None:
         """When ``params`` disable the stage and it has a ``disabled`` writer: its markers,
         written (no MLflow run, no catalog row: nothing was made). Else None: run it."""
         if self.disabled is None or self.enabled(params):
             return None
-        return self.disabled(paths)
+        return self.disabled(params, paths)
 
     def run(self, params: Params, paths: RunPaths, reporter: Reporter,
             shard: tuple[int, int] | None = None) -> Any:

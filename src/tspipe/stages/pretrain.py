@@ -354,6 +354,6 @@ STAGE = Stage(
     outputs=outputs,
     code=CODE,
     enabled=lambda params: params.pretrain.enabled,
-    disabled=lambda paths: disabled(paths, reason="pretrain.enabled: false"),
+    disabled=lambda params, paths: disabled(paths, reason="pretrain.enabled: false"),
     per_variant=True,
 )
