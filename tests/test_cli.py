@@ -34,6 +34,25 @@ def test_python_dash_m_runs_the_cli():
     assert out.split()[0] == "synth" and "ingest" in out and "[dataset]" in out
 
 
+def test_the_program_exits_with_its_status_and_all_its_output(tmp_path):
+    """The program skips the interpreter's teardown (os._exit): what it printed still
+    reaches a pipe whole, and the exit status is the command's."""
+    from tspipe import __version__
+
+    def program(*args):
+        return subprocess.run([sys.executable, "-m", "tspipe", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    version = program("--version")
+    assert (version.returncode, version.stdout) == (0, f"{__version__}\n")
+    helped = program("catalog", "--help")
+    assert helped.returncode == 0 and helped.stdout.rstrip().endswith("╯")
+    unknown = program("stage", "nope")
+    assert unknown.returncode == 2 and "unknown stage 'nope'" in unknown.stderr
+    usage = program("stage")  # a usage error: click's status and message
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
+
+
 def test_synth_cli_is_deterministic_and_decodable(tmp_path):
     args = ["--videos", "2", "--classes", "2", "--seed", "3", "--min-duration", "20",
             "--max-duration", "21", "--width", "64", "--height", "48", "--fps", "10"]

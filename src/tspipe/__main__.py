@@ -1,3 +1,3 @@
-from tspipe.doors.cli import main
+from tspipe.doors.cli import entry
 
-main()
+entry()
