@@ -43,7 +43,7 @@ def full_suite() -> bool:
 class Reference(NamedTuple):
     root: Path  # a tiny run directory every stage ran in, uninterrupted
     fingerprint: dict
-    times: dict[str, float]  # per stage, wall seconds of `tspipe stage NAME`
+    times: dict[str, float]  # per stage, wall seconds of `tspipe stage NAME` (estimated)
     startup_s: float  # of a tspipe command, before any stage code
 
 

@@ -2,12 +2,12 @@
 directory ends with exactly the products and catalog rows of an uninterrupted run.
 
 The reference (conftest's ``reference``) is one uninterrupted chain of ``tspipe stage``
-calls on a tiny SynthActions run (optical flow on, Farneback; the base stage on a corpus).
-Each case kills a whole process group (the command and all it started) at a uniform random
-time after start-up, reruns the same command to its end, and compares
-:func:`kill_helpers.fingerprint` with the reference's. Sized down in CI (one seed per
-door); ``TSPIPE_RELIABILITY=full`` runs five seeds of the stage door and three of each
-pipeline door.
+commands (in one process: the products do not depend on it) on a tiny SynthActions run
+(optical flow on, Farneback; the base stage on a corpus). Each case kills a whole process
+group (the command and all it started) at a uniform random time after start-up, reruns the
+same command to its end, and compares :func:`kill_helpers.fingerprint` with the
+reference's. Sized down in CI (one seed per door); ``TSPIPE_RELIABILITY=full`` runs five
+seeds of the stage door and three of each pipeline door.
 """
 
 from __future__ import annotations

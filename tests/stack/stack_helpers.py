@@ -44,6 +44,9 @@ def make_run_dir(root: Path, repo_root: Path, *, interval_s: int) -> list[str]:
     for dep in spec["deployments"]:
         if dep["name"] == "pipeline-nightly":
             dep["schedules"] = [{"interval": interval_s, "active": True}]
+            # Every few seconds, a run that finds the last one going is cancelled rather
+            # than queued (the nightly's queue would start one after another all along).
+            dep["concurrency_limit"] = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     (root / "flows/prefect.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     subprocess.run([str(BIN / "tspipe"), "synth", str(root / "incoming"), "--videos", "4",
                     "--classes", "2", "--seed", "3", "--min-duration", "20",

@@ -46,15 +46,22 @@ def _flow_runs(api: str, **flt) -> list[dict]:
     return r.json()
 
 
-def _wait_scheduled_run(api: str, deployment_id: str, after: float, timeout: float) -> dict:
+def _wait_scheduled_run(api: str, deployment_id: str, after: float, timeout: float, *,
+                        last: bool = False) -> dict:
     """The first run of the deployment that started after ``after`` (epoch seconds) and
-    reached a final state; fails on a failed or crashed one, with its state message."""
+    reached a final state; fails on a failed or crashed one, with its state message.
+    ``last``: once it runs, the schedule is paused and the runs queued behind it are
+    deleted (a 10 s interval queues one every 10 s; none may start after it)."""
     deadline = time.monotonic() + timeout
+    stopped = False
     while time.monotonic() < deadline:
         for run in _flow_runs(api, deployment_id={"any_": [deployment_id]}):
             start = run.get("start_time")
-            if not start or _epoch(start) < after:
+            if not start or _epoch(start) < after or _collided(run):
                 continue
+            if last and not stopped:
+                _stop_schedule(api, deployment_id, keep=run["id"])
+                stopped = True
             state = run["state"]["type"]
             if state in ("FAILED", "CRASHED", "CANCELLED"):
                 pytest.fail(f"scheduled run {run['name']}: {state}: {run['state']['message']}")
@@ -63,6 +70,22 @@ def _wait_scheduled_run(api: str, deployment_id: str, after: float, timeout: flo
             break
         time.sleep(3)
     pytest.fail(f"no scheduled run of {deployment_id} completed in {timeout:.0f} s")
+
+
+def _collided(run: dict) -> bool:
+    """Cancelled by the deployment's CANCEL_NEW limit: it found a run going (never ran)."""
+    return run["state"]["type"] == "CANCELLED" and "concurrency limit" in (
+        run["state"].get("message") or "")
+
+
+def _stop_schedule(api: str, deployment_id: str, keep: str) -> None:
+    httpx.patch(f"{api}/deployments/{deployment_id}", json={"paused": True},
+                timeout=30).raise_for_status()
+    queued = _flow_runs(api, deployment_id={"any_": [deployment_id]},
+                        state={"type": {"any_": ["SCHEDULED", "PENDING"]}})
+    for run in queued:
+        if run["id"] != keep:
+            httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=30).raise_for_status()
 
 
 def _epoch(iso: str) -> float:
@@ -114,13 +137,16 @@ def test_a_schedule_fires_on_the_stack_and_picks_up_a_new_video(run_dir, repo_ro
     # A new video in the annotation file: the next scheduled run extracts it alone.
     added = time.time()
     write_annotations(run_dir, ids)
-    second = _wait_scheduled_run(api, deployment["id"], after=added, timeout=600)
+    second = _wait_scheduled_run(api, deployment["id"], after=added, timeout=600, last=True)
     second_wall = _epoch(second["end_time"]) - _epoch(second["start_time"])
     index = json.loads((run_dir / f"features/{VARIANT}/current.json").read_text())
     assert index["feature_version"] != version
     new = check_catalog(env["TSPIPE_CATALOG_URL"], ids, reused_from=version)
     assert new == index["feature_version"]
-    httpx.patch(f"{api}/deployments/{deployment['id']}", json={"paused": True}, timeout=30)
+    later = [r for r in _flow_runs(api, deployment_id={"any_": [deployment["id"]]})
+             if r["start_time"] and _epoch(r["start_time"]) > _epoch(second["start_time"])
+             and not _collided(r)]
+    assert later == [], [r["name"] for r in later]
 
     # What users look at, in a real browser (.ci/run installs Debian's chromium).
     from dashboard_checks import assert_dashboards

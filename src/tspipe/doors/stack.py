@@ -169,21 +169,28 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def _start_server(stack: Stack, name: str, cmd: list[str], env: dict[str, str],
-                  health: str, say: Callable[[str], None], timeout: float) -> None:
+def _launch_server(stack: Stack, name: str, cmd: list[str], env: dict[str, str],
+                   health: str, say: Callable[[str], None]) -> Callable[[float], None]:
+    """Start ``name`` unless it runs and answers; returns the wait for its health check
+    (so that servers start side by side)."""
     port = stack.ports[name]
     info = stack.processes.get(name)
     if info and _alive(info) and _http_ok(health):
         say(f"{name}: running (pid {info['pid']}, port {port})")
-        return
+        return lambda timeout: None
     if not _port_free(port):
         raise StackError(f"port {port} ({name}) is taken by a program this stack did not "
                          f"start: stop it, or choose another with --{name}-port")
     t0 = time.monotonic()
     proc = _spawn(stack, name, cmd, env, marker=f"--port {port}", port=port)
-    _wait(lambda: _http_ok(health), name, stack.dir / "logs" / f"{name}.log", proc, timeout)
-    say(f"{name}: started on 127.0.0.1:{port} in {time.monotonic() - t0:.1f} s "
-        f"(pid {proc.pid})")
+
+    def wait(timeout: float) -> None:
+        _wait(lambda: _http_ok(health), name, stack.dir / "logs" / f"{name}.log", proc,
+              timeout)
+        say(f"{name}: started on 127.0.0.1:{port} in {time.monotonic() - t0:.1f} s "
+            f"(pid {proc.pid})")
+
+    return wait
 
 
 def _postgres_up(stack: Stack, say: Callable[[str], None]) -> None:
@@ -235,20 +242,27 @@ def _worker_online(stack: Stack, pool: str) -> bool:
     return r.is_success and any(w.get("status") == "ONLINE" for w in r.json())
 
 
-def _workers_up(stack: Stack, env: dict[str, str], say: Callable[[str], None]) -> None:
+def _launch_workers(stack: Stack, env: dict[str, str], say: Callable[[str], None]
+                    ) -> Callable[[], None]:
+    """Start a worker per pool unless it runs; returns the wait until each is online."""
+    started = {}
     for pool in POOLS:
         name = f"worker-{pool}"
         info = stack.processes.get(name)
         if info and _alive(info):
             say(f"{name}: running (pid {info['pid']})")
             continue
-        proc = _spawn(stack, name, _python("prefect", "worker", "start", "--pool", pool,
-                                           "--type", "process", "--name",
-                                           f"{socket.gethostname()}-{pool}"),
-                      env, marker=f"--pool {pool}")
-        _wait(lambda pool=pool: _worker_online(stack, pool), name,
-              stack.dir / "logs" / f"{name}.log", proc, 120)
-        say(f"{name}: online (pid {proc.pid})")
+        started[pool] = _spawn(stack, name, _python(
+            "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name",
+            f"{socket.gethostname()}-{pool}"), env, marker=f"--pool {pool}")
+
+    def wait() -> None:
+        for pool, proc in started.items():
+            _wait(lambda pool=pool: _worker_online(stack, pool), f"worker-{pool}",
+                  stack.dir / "logs" / f"worker-{pool}.log", proc, 120)
+            say(f"worker-{pool}: online (pid {proc.pid})")
+
+    return wait
 
 
 def _deploy(stack: Stack, prefect_file: Path, env: dict[str, str],
@@ -284,25 +298,29 @@ def up(root: Path, ports: dict[str, int | None], prefect_file: Path | None,
     _postgres_up(stack, say)
     env = service_env(stack)
     secret = pg.password()
-    _start_server(stack, "mlflow", _python(
+    # The two servers start side by side (each mostly imports), then each is waited for.
+    mlflow_up = _launch_server(stack, "mlflow", _python(
         "mlflow", "server", "--host", "127.0.0.1", "--port", str(stack.ports["mlflow"]),
         "--serve-artifacts", "--artifacts-destination", str(stack.dir / "mlartifacts"),
         "--workers", "2"),
         {**env, "MLFLOW_BACKEND_STORE_URI": stack.server.url(DATABASES["mlflow"],
                                                              secret=secret)},
-        f"{stack.urls()['MLFLOW_TRACKING_URI']}/health", say, timeout=300)
-    _start_server(stack, "prefect", _python(
+        f"{stack.urls()['MLFLOW_TRACKING_URI']}/health", say)
+    prefect_up = _launch_server(stack, "prefect", _python(
         "prefect", "server", "start", "--host", "127.0.0.1", "--port",
         str(stack.ports["prefect"])),
         {**env, "PREFECT_API_DATABASE_CONNECTION_URL": stack.server.url(
             DATABASES["prefect"], driver="asyncpg", secret=secret),
          # The UI asks this address for its data (else :4200, whatever the port).
          "PREFECT_UI_API_URL": stack.urls()["PREFECT_API_URL"]},
-        f"{stack.urls()['PREFECT_API_URL']}/health", say, timeout=300)
+        f"{stack.urls()['PREFECT_API_URL']}/health", say)
+    mlflow_up(300)
+    prefect_up(300)
     _ensure_pools(stack, say)
+    workers_online = _launch_workers(stack, env, say)  # they poll while the deploy runs
     if prefect_file is not None:
         _deploy(stack, prefect_file, env, say)
-    _workers_up(stack, env, say)
+    workers_online()
     return stack
 
 
