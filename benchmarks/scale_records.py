@@ -36,8 +36,10 @@ def snapshot(root: Path) -> dict[str, Any]:
         else {"stages": {}}
     outs = {stage: {o["path"]: o.get("md5") for o in entry.get("outs", [])}
             for stage, entry in lock.get("stages", {}).items()}
+    gvf = json.loads((root / "metrics/gvf.json").read_text())
     return {"datasets": datasets, "versions": versions, "checkpoints": checkpoints,
             "videos": videos, "current": current, "runs": runs, "dvc_outs": outs,
+            "gvf_ok": int(gvf["ok"]), "gvf_reused": int(gvf["reused"]),
             "current_ok": sum(r.status == "ok" for r in rows),
             "current_reused": sum(r.reused_from is not None for r in rows)}
 
@@ -89,4 +91,10 @@ def compare(before: dict[str, Any], after: dict[str, Any], *, nothing_new: bool
               and after["current_reused"] == before["current_ok"],
               f"{computed} computed, {after['current_reused']} copied from "
               f"{before['current'][:12]} ({added_ok} new ok videos)")
+        added_gvf = after["gvf_ok"] - before["gvf_ok"]
+        check("gvf: only the added videos computed, the rest copied",
+              after["gvf_ok"] - after["gvf_reused"] == added_gvf
+              and after["gvf_reused"] == before["gvf_ok"],
+              f"{after['gvf_ok'] - after['gvf_reused']} computed, {after['gvf_reused']} "
+              f"copied ({added_gvf} new ok videos)")
     return out

@@ -6,15 +6,15 @@ stand-in video per id served over loopback HTTP, tiny-encoder params, a DVC proj
   segments), read by tspipe's own reader, with their real ids, durations and fps. The N
   videos of a size are the first N in a fixed hash order (so a larger size is a superset
   and the videos it adds are spread over every subset and shard).
-- Videos: one 2 s 64x48 15 fps H.264 file made once (:func:`tspipe.data.synth_encode.
+- Videos: one 1 s 64x48 15 fps H.264 file made once (:func:`tspipe.data.synth_encode.
   encode_frames`), hard-linked under every id into a mirror folder; about 4% of the ids
   (hash order, fixed) are left out, as on the web. ``python -m http.server`` serves the
   folder on 127.0.0.1 and ``download.mirror`` points at it: the download stage fetches
   through its real HTTP path, and an absent id is a 404, recorded as ``missing``.
 - Durations: ingest, the catalog's ingest rows and the annotations keep the real
-  durations; decode reads the 2 s file, flags every video's duration mismatch and builds
-  the clip tables from the decoded 2 s (as it does for any video), so the encoders see
-  two windows per video: the rehearsal measures the data path and the doors, not the model.
+  durations; decode reads the 1 s file, flags every video's duration mismatch and builds
+  the clip tables from the decoded 1 s (as it does for any video), so the encoders see
+  one (padded) window per video: the rehearsal measures the data path and the doors, not the model.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tspipe.data.annotations.tsp_csv import read_tsp_groundtruth, read_tsp_metad
 REPO = Path(__file__).resolve().parents[1]
 TSP_DIR = REPO.parent / "shared" / "data" / "annotations" / "tsp"
 ABSENT_EVERY = 25  # 1 id in 25 (4%) has no file in the mirror
-STANDIN = {"seconds": 2, "fps": 15, "width": 64, "height": 48}
+STANDIN = {"seconds": 1, "fps": 15, "width": 64, "height": 48}
 DATASET = "activitynet_scale"
 VARIANT = "scale"
 
@@ -181,16 +181,6 @@ def make_run_dir(root: Path, mirror_url: str) -> Path:
     raw["download"]["mirror"] = mirror_url
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     init_checkpoint(root / PARAMS["pretrain"]["init_checkpoint"])
-    # dvc.yaml's extract@V reads models/pretrain/V, which only a run of the disabled
-    # pretrain@V writes (its markers); the Prefect pipeline runs enabled stages only, so
-    # its `dvc commit` failed on the missing dependency. Written here, once.
-    from tspipe.config import load_params
-    from tspipe.paths import RunPaths
-    from tspipe.stages import bind
-
-    stage, params, paths = bind(f"pretrain@{VARIANT}", load_params(root / "params.yaml"),
-                                RunPaths.at(root))
-    stage.run_disabled(params, paths)
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "scale rehearsal project")
