@@ -133,6 +133,43 @@ class CompareConfig(Section):
         "tsp": VariantConfig(pretrain={"mode": "tsp"}),
         "tac": VariantConfig(pretrain={"mode": "tac", "use_gvf": False}),
     })
+    # Each variant once per seed (pretrain, extract and localize seeds): the first seed's
+    # runs keep the variant's name, the others are NAME-seedS. Empty: one run per variant
+    # with the sections' own seeds. Two or more: the table gains mean, standard deviation
+    # and paired differences with bootstrap intervals.
+    seeds: list[int] = Field(default=[])
+    bootstrap: int = Field(default=1000, ge=100, le=100_000)  # resamples of the validation videos
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)  # of the paired differences' intervals
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds {v}: distinct non-negative integers")
+        return v
+
+    @model_validator(mode="after")
+    def _run_names(self) -> CompareConfig:
+        runs = [n for v in self.variants for n in self._names_of(v)]
+        clash = sorted({n for n in runs if runs.count(n) > 1})
+        if clash:
+            raise ValueError(f"seeds: run names {', '.join(clash)} are also variant names; "
+                             "rename the variants")
+        too_long = [n for n in runs if not re.match(VARIANT_NAME, n)]
+        if too_long:
+            raise ValueError(f"seeds: run name {too_long[0]!r} is longer than 64 characters; "
+                             "shorten the variant's name")
+        return self
+
+    def _names_of(self, variant: str) -> list[str]:
+        return [variant] + [f"{variant}-seed{s}" for s in self.seeds[1:]]
+
+    def runs(self) -> dict[str, tuple[str, int | None]]:
+        """Every stage-run name of the comparison -> (its variant, its seed or None)."""
+        if not self.seeds:
+            return {v: (v, None) for v in self.variants}
+        return {name: (v, seed) for v in self.variants
+                for name, seed in zip(self._names_of(v), self.seeds, strict=True)}
 
     @field_validator("variants")
     @classmethod
@@ -165,7 +202,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _overrides_are_valid(self) -> Params:
         self.for_base()
-        for name in self.compare.variants:
+        for name in self.compare.runs():
             self.for_variant(name)
         return self
 
@@ -182,14 +219,24 @@ class Params(Section):
         return self.model_copy(update={"pretrain": cfg})
 
     def for_variant(self, name: str) -> Params:
-        """The params of variant ``name``: ``pretrain`` and ``extract`` with its overrides."""
-        if name not in self.compare.variants:
+        """The params of run ``name`` (a variant, or a variant at one of ``compare.seeds``):
+        ``pretrain`` and ``extract`` with the variant's overrides; with seeds, the seed of
+        pretrain, extract and localize."""
+        runs = self.compare.runs()
+        if name not in runs:
             raise ValueError(f"no variant {name!r} in compare.variants "
-                             f"({', '.join(self.compare.variants)})")
-        v = self.compare.variants[name]
-        return self.model_copy(update={
-            "pretrain": _merged(self.pretrain, v.pretrain, f"compare.variants.{name}.pretrain"),
-            "extract": _merged(self.extract, v.extract, f"compare.variants.{name}.extract")})
+                             f"({', '.join(runs)})")
+        variant, seed = runs[name]
+        v = self.compare.variants[variant]
+        pretrain = _merged(self.pretrain, v.pretrain, f"compare.variants.{variant}.pretrain")
+        extract = _merged(self.extract, v.extract, f"compare.variants.{variant}.extract")
+        localize = self.localize
+        if seed is not None:
+            pretrain = pretrain.model_copy(update={"seed": seed})
+            extract = extract.model_copy(update={"seed": seed})
+            localize = localize.model_copy(update={"seed": seed})
+        return self.model_copy(update={"pretrain": pretrain, "extract": extract,
+                                       "localize": localize})
 
     def section_hash(self, *names: str) -> str:
         """Content hash of the named sections (what a stage reads), for caches and lineage."""

@@ -210,6 +210,10 @@ class PretrainConfig(Section):
     lr_gamma: PosFloat = 0.01
     alpha_action: NonNegFloat = 1.0
     alpha_region: NonNegFloat = 1.0
+    # A control, not a method: "shuffled" hands the region head the training segments'
+    # action/no-action labels in a seeded random order, a deliberately broken TSP that a
+    # comparison with power must score below the correct one.
+    region_labels: Literal["given", "shuffled"] = "given"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     grad_accum_steps: PosInt = 1
     workers: NonNegInt = 2

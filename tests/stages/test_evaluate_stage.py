@@ -15,6 +15,7 @@ from tspipe.config import load_params
 from tspipe.doors.runner import run_stage
 from tspipe.errors import StageError
 from tspipe.localize import evaluate_detection, evaluate_proposals
+from tspipe.localize.bootstrap import VideoTable
 from tspipe.paths import RunPaths
 from tspipe.reporting import NullReporter
 from tspipe.stages.evaluate import uniform_proposals
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {"videos": 4, "classes": 2, "seed": 2, "min_duration": 20.0, "max_duration": 24.0,
         "fps": 10, "width": 64, "height": 48, "min_instances": 1, "max_instances": 2,
-        "min_action": 3.0, "max_action": 6.0}
+        "min_action": 3.0, "max_action": 6.0, "validation_fraction": 0.5}
 
 
 def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
@@ -62,6 +63,19 @@ def test_evaluate_scores_each_method_and_the_baseline(tmp_path, repo_root):
         det = evaluate_detection(paths.annotations, dets)
         assert det.average_map == pytest.approx(result.scores[method]["average_map"])
         assert 0.0 <= det.average_map <= 1.0
+        # The scores by video (the comparison's bootstrap) add up to the same numbers.
+        table = VideoTable.load(paths.results_dir(version, method) / "per_video.npz")
+        assert sorted(table.video_ids.tolist()) == val
+        for key in ("auc", "ar_at_100", "average_map"):
+            assert table.scores()[key] == pytest.approx(result.scores[method][key], abs=1e-9)
+    # Linear probes of the validation clips: balanced accuracies, on every scored clip.
+    probes = json.loads(paths.metrics("probe").read_text())
+    assert set(probes) == {"action", "boundary"} and probes == result.probes
+    for task in probes.values():
+        assert 0.0 <= task["balanced_accuracy"] <= 1.0
+        assert 0 < task["positives"] < task["clips"]
+    assert result.metrics()["probe.action.balanced_accuracy"] == \
+        probes["action"]["balanced_accuracy"]
     metrics = json.loads(paths.metrics("localize").read_text())
     assert metrics == {m: pytest.approx(v) for m, v in result.scores.items()}
     with open(paths.plot("evaluate", "ar_an"), newline="") as fh:

@@ -157,3 +157,34 @@ def test_a_training_that_never_left_chance_level_is_reported():
     assert at_chance([{"valid_action_acc": 0.55}], 2) is not None  # 2 classes: chance 0.5
     assert at_chance([{"valid_action_acc": float("nan")}], 4) is None  # nothing validated
     assert at_chance([{"train_loss": 1.0}], 4) is None and at_chance(stuck, 1) is None
+
+
+def test_seeds_run_each_variant_once_per_seed(paths):
+    params = parse_params({"base": {"enabled": False}, "localize": {"seed": 9},
+                           "compare": {"seeds": [3, 4, 5]}}, env={})
+    assert list(params.compare.runs()) == ["tsp", "tsp-seed4", "tsp-seed5",
+                                           "tac", "tac-seed4", "tac-seed5"]
+    assert instances(params, ("pretrain",)) == [
+        "pretrain@tsp", "pretrain@tsp-seed4", "pretrain@tsp-seed5",
+        "pretrain@tac", "pretrain@tac-seed4", "pretrain@tac-seed5"]
+    # A run is its variant's overrides at its seed, in its own folders.
+    _, p, vpaths = bind("evaluate@tac-seed5", params, paths)
+    assert (p.pretrain.mode, p.pretrain.seed, p.extract.seed, p.localize.seed) == \
+        ("tac", 5, 5, 5)
+    assert vpaths.metrics("localize") == paths.root / "metrics/tac-seed5/localize.json"
+    _, first, _ = bind("pretrain@tsp", params, paths)
+    assert (first.pretrain.mode, first.pretrain.seed, first.localize.seed) == ("tsp", 3, 3)
+    # Without seeds, the sections' own seeds.
+    _, plain, _ = bind("evaluate@tsp", Params(localize={"seed": 9}), paths)
+    assert plain.localize.seed == 9
+    with pytest.raises(StageError, match="no variant 'tsp-seed7'"):
+        bind("pretrain@tsp-seed7", params, paths)
+
+
+@pytest.mark.parametrize(("compare", "message"), [
+    ({"seeds": [1, 1]}, "distinct"),
+    ({"seeds": [0, 2], "variants": {"a": {}, "a-seed2": {}}}, "also variant names"),
+])
+def test_bad_seeds_are_refused(compare, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params({"compare": compare}, env={})

@@ -128,9 +128,13 @@ def _pipeline(params_path: str, root: str) -> dict[str, Any]:
             rows.append(STAGE_FLOWS[name](params_path=params_path, root=root,
                                           parent_run_id=parent.run_id,
                                           **({"variant": variant} if variant else {})))
-        committed = dvc_commit(root, [*markers, *ran]) if to_dvc else False
+        # dvc.yaml's foreach knows the variants, not their other seeds' runs (NAME-seedS):
+        # those stay out of dvc.lock (their products and records are the flow's).
+        tracked = [i for i in [*markers, *ran]
+                   if i.partition("@")[2] in ("", *params.compare.variants)]
+        committed = dvc_commit(root, tracked) if to_dvc else False
         if committed:
-            for inst in ran:
+            for inst in tracked:
                 if inst.startswith("extract@"):
                     record_dvc_md5(params_path, root, inst.partition("@")[2])
         if "compare" in ran:  # the table on the pipeline's own run too

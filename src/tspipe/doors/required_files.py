@@ -80,6 +80,7 @@ def _key(instance: str, section: str, field: str, params: Params) -> str:
     """Where ``section.field`` of stage run ``instance`` is written: the variant's override,
     the base stage's, or the section itself."""
     name, _, variant = instance.partition("@")
+    variant = params.compare.runs()[variant][0] if variant else ""
     overrides = getattr(params.compare.variants[variant], section, {}) if variant else {}
     if field in overrides:
         return f"compare.variants.{variant}.{section}.{field}"
@@ -163,5 +164,5 @@ def runs_of(names: Iterable[str], params: Params) -> list[str]:
         if "@" in name or not STAGES[name].per_variant:
             out.append(name)
         else:
-            out += [f"{name}@{v}" for v in params.compare.variants]
+            out += [f"{name}@{v}" for v in params.compare.runs()]
     return out

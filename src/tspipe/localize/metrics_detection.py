@@ -51,7 +51,7 @@ def evaluate_detection(gt: Any, pred: Any, *, tiou: Sequence[float] = ACTIVITYNE
     thresholds, truth, preds, video, counts = load_inputs(
         gt, pred, tiou, subset, blocked, with_labels=True,
         outside_fate="count as false positives of their class, as in the official evaluation")
-    label = _class_of(preds, truth)
+    label = class_of(preds, truth)
     ap = detection_ap(truth, video, label, preds.t_start, preds.t_end, preds.score, thresholds)
     map_per_tiou = ap.mean(axis=1)
     return DetectionResult(
@@ -60,7 +60,7 @@ def evaluate_detection(gt: Any, pred: Any, *, tiou: Sequence[float] = ACTIVITYNE
         ap_per_class=tuple(tuple(row) for row in ap.tolist()), counts=counts)
 
 
-def _class_of(preds: Predictions, truth: GroundTruth) -> np.ndarray:
+def class_of(preds: Predictions, truth: GroundTruth) -> np.ndarray:
     """Each prediction's class index in ``truth.classes``; an unknown label is an error."""
     assert preds.labels is not None and preds.label is not None
     index = {c: i for i, c in enumerate(truth.classes)}
@@ -85,10 +85,18 @@ def detection_ap(truth: GroundTruth, video: np.ndarray, label: np.ndarray,
     n_pos = np.bincount(truth.label, minlength=len(truth.classes))
     if len(score) == 0:
         return np.zeros((len(thresholds), len(truth.classes)))
+    order, tp = ranked_matches(truth, video, label, t_start, t_end, score, thresholds)
+    return interpolated_ap(tp, label[order], n_pos)
+
+
+def ranked_matches(truth: GroundTruth, video: np.ndarray, label: np.ndarray,
+                   t_start: np.ndarray, t_end: np.ndarray, score: np.ndarray,
+                   thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The predictions' ranking (by class, then score: ``order (N,)``) and the true
+    positives ``(T, N)`` of the ranked predictions: what :func:`detection_ap` scores."""
     order = ranking(label, score)
-    label = label[order]
-    tp = _match(truth, video[order], label, t_start[order], t_end[order], thresholds)
-    return _interpolated_ap(tp, label, n_pos)
+    return order, _match(truth, video[order], label[order], t_start[order], t_end[order],
+                         thresholds)
 
 
 def _match(truth: GroundTruth, video: np.ndarray, label: np.ndarray, t_start: np.ndarray,
@@ -170,7 +178,7 @@ def _lookup(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where((wanted >= 0) & (keys[at] == wanted), at, -1)
 
 
-def _interpolated_ap(tp: np.ndarray, label: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
+def interpolated_ap(tp: np.ndarray, label: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
     """VOC 2011 interpolated AP ``(T, C)`` from true positives ``(T, N)`` of predictions
     sorted by class (``label``, ascending) then rank.
 

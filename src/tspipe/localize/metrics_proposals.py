@@ -83,6 +83,19 @@ def average_recall(truth: GroundTruth, video: np.ndarray, t_start: np.ndarray,
     ``n_rows``: the proposal rows of the whole file, outside videos included (quirk 4);
     default N.
     """
+    hit, _, proposals_per_video = recall_hits(
+        truth, video, t_start, t_end, score, thresholds, max_avg_proposals=max_avg_proposals,
+        n_rows=n_rows, source=source)
+    return hit.sum(axis=1) / float(len(truth)), proposals_per_video
+
+
+def recall_hits(truth: GroundTruth, video: np.ndarray, t_start: np.ndarray,
+                t_end: np.ndarray, score: np.ndarray, thresholds: np.ndarray, *,
+                max_avg_proposals: int = MAX_AVG_PROPOSALS, n_rows: int | None = None,
+                source: str = "<proposals>") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`average_recall` sums: ``hit (T, G, 100)``, whether ground truth ``g``
+    (in the order of ``gt_video``) is recalled at threshold ``t`` and curve point ``k``;
+    ``gt_video (G,)``, its video (ascending); and the proposals per video ``(100,)``."""
     n_videos, n_gt = len(truth.video_ids), len(truth)
     n_rows = len(score) if n_rows is None else n_rows
     if n_rows == 0:
@@ -121,5 +134,5 @@ def average_recall(truth: GroundTruth, video: np.ndarray, t_start: np.ndarray,
                                                           starts)
         if t <= 0:  # the zeros column of a video without proposals is a hit at t <= 0
             first_hit[i, n_all[g_video] == 0] = 0
-    recalled = (first_hit[:, :, None] < used[g_video][None, :, :]).sum(axis=1)
-    return recalled / float(n_gt), fraction * (float(total) / n_videos)
+    hit = first_hit[:, :, None] < used[g_video][None, :, :]
+    return hit, g_video, fraction * (float(total) / n_videos)

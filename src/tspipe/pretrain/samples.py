@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TRAIN, VALID = 0, 1  # SampleKey.split
 _JITTER, _ORDER, _AUGMENT = 0, 1, 2  # child streams of an epoch's SeedSequence
+_SHUFFLED_REGION = 7  # stream of the control's label permutation
 
 
 class SampleKey(NamedTuple):
@@ -160,11 +161,15 @@ def select_splits(cfg: PretrainConfig, sampler: ClipSampler, groundtruth: Path,
     if not len(train.segments):
         raise ConfigError(f"{groundtruth}: no trainable segment in subsets {cfg.train_subsets} "
                           f"(counts: {train.counts})")
+    segments = train.segments
+    if cfg.region_labels == "shuffled":  # the broken-TSP control (PretrainConfig)
+        order = np.random.default_rng([cfg.seed, _SHUFFLED_REGION]).permutation(len(segments))
+        segments = replace(segments, region=segments.region[order])
     counts = {**{f"train_{k}": v for k, v in train.counts.items()},
               **{f"valid_{k}": v for k, v in valid.counts.items()}}
     counts.update(train_clips=len(train.segments) * cfg.clips_per_segment,
                   valid_clips=len(valid.segments) * cfg.clips_per_segment)
-    return Splits(n_classes, train.segments, valid.segments,
+    return Splits(n_classes, segments, valid.segments,
                   valid_plan(valid.segments, sampler, cfg.clips_per_segment), counts)
 
 

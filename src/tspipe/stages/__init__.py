@@ -55,10 +55,10 @@ def bind(instance: str, params: Params, paths: RunPaths) -> tuple[Stage, Params,
         if not at:
             raise StageError(f"stage {name} runs once per variant: name one, e.g. "
                              f"{name}@{next(iter(params.compare.variants))} (variants: "
-                             f"{', '.join(params.compare.variants)})")
-        if variant not in params.compare.variants:
+                             f"{', '.join(params.compare.runs())})")
+        if variant not in params.compare.runs():
             raise StageError(f"{instance}: no variant {variant!r} in compare.variants "
-                             f"({', '.join(params.compare.variants)})")
+                             f"({', '.join(params.compare.runs())})")
         return stage, params.for_variant(variant), paths.for_variant(variant)
     if at:
         raise StageError(f"{instance}: stage {name} has no variants")
@@ -70,13 +70,14 @@ def bind(instance: str, params: Params, paths: RunPaths) -> tuple[Stage, Params,
 def instances(params: Params, names: tuple[str, ...] = PIPELINE, *,
               disabled: bool = False) -> list[str]:
     """The stage runs of ``names`` that ``params`` enables, in pipeline order; a
-    per-variant stage once per variant (``pretrain@tsp``, ``pretrain@tac``).
+    per-variant stage once per variant and seed (``pretrain@tsp``, ``pretrain@tac``,
+    ``pretrain@tsp-seed1`` with ``compare.seeds``).
     ``disabled=True``: instead, those it disables that write markers for DVC
     (:attr:`Stage.disabled`)."""
     out = []
     for name in names:
         stage = STAGES[name]
-        for inst in ([f"{name}@{v}" for v in params.compare.variants] if stage.per_variant
+        for inst in ([f"{name}@{v}" for v in params.compare.runs()] if stage.per_variant
                      else [name]):
             _, p, _ = bind(inst, params, RunPaths.at("."))
             if (not stage.enabled(p) and stage.disabled is not None) if disabled \

@@ -13,7 +13,10 @@ useful model must beat.
 Outputs (a variant's paths: ``results/<variant>/...``, ``metrics/<variant>/``,
 ``plots/<variant>/``): ``results/<version>/<method>/proposals.json`` (ActivityNet result format),
 ``results/<version>/<method>/detections.json``,
-``results/<version>/<method>/history.json`` (per-epoch losses), ``metrics/localize.json``
+``results/<version>/<method>/history.json`` (per-epoch losses),
+``results/<version>/<method>/per_video.npz`` (the scores by video: the comparison's
+bootstrap), ``metrics/localize.json``, ``metrics/probe.json`` (linear probes of the
+validation clips' features: action vs background, boundary-straddling clips)
 and the figures (:mod:`tspipe.localize.plots`), each a CSV and a PNG:
 ``plots/evaluate_ar_an``, ``plots/evaluate_map_tiou``, ``plots/evaluate_losses``; the
 door logs the PNGs to the MLflow run.
@@ -52,6 +55,7 @@ from tspipe.localize import (
     plots,
     read_blocked,
 )
+from tspipe.localize.bootstrap import video_table
 from tspipe.localize.classifier import train_classifier
 from tspipe.localize.feature_files import load_features
 from tspipe.localize.features import FeatureSet
@@ -61,6 +65,7 @@ from tspipe.localize.postprocess import (
     load_class_scores,
     results_json,
 )
+from tspipe.localize.probe import coverage, run_probes, targets
 from tspipe.localize.train import (
     RECIPES,
     EpochLoss,
@@ -78,6 +83,7 @@ from tspipe.stages.contract import Stage
 log = logging.getLogger(__name__)
 
 BASELINE = "uniform"
+PER_VIDEO = "per_video.npz"  # each method's scores by video, beside its results
 # Window lengths of the baseline, as fractions of the video, and the step between starts
 # as a fraction of the length: 4 scales x overlapping windows, about 100 per video.
 BASELINE_SCALES = (0.1, 0.2, 0.4, 0.8)
@@ -93,13 +99,18 @@ class EvaluateStageResult:
     scores: dict[str, dict[str, float]]  # method -> metric -> value (AR in [0, 1])
     final_loss: dict[str, float]
     figures: list[Path]
+    # Linear probes of the validation clips' features (tspipe.localize.probe): task ->
+    # balanced_accuracy, clips, positives.
+    probes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def artifacts(self) -> list[Path]:
         """Files for the MLflow run: the figures."""
         return [p for p in self.figures if p.suffix == ".png"]
 
     def metrics(self) -> dict[str, float]:
-        return {f"{m}.{k}": v for m, vals in self.scores.items() for k, v in vals.items()}
+        return {**{f"{m}.{k}": v for m, vals in self.scores.items() for k, v in vals.items()},
+                **{f"probe.{t}.balanced_accuracy": v["balanced_accuracy"]
+                   for t, v in self.probes.items()}}
 
     def tags(self) -> dict[str, str]:
         return {"tspipe.feature_version": self.feature_version}
@@ -142,13 +153,37 @@ def run(params: Params, paths: RunPaths, reporter: Reporter) -> EvaluateStageRes
     figures = [*plots.ar_an(board.proposals, paths.plot("evaluate", "ar_an")),
                *plots.map_per_tiou(board.detections, paths.plot("evaluate", "map_tiou")),
                *plots.losses(histories, paths.plot("evaluate", "losses"))]
+    probes = _probes(ann, feats, [v for v in val.video_ids if v not in board.blocked],
+                     seed=cfg.seed)
+    reporter.message("evaluate: linear probes (balanced accuracy) " + ", ".join(
+        f"{t} {p['balanced_accuracy']:.3f}" for t, p in probes.items()))
     result = EvaluateStageResult(feature_version=version, figures=figures,
                                  results_dir=paths.results_dir(version, BASELINE).parent,
                                  train_videos=len(train.video_ids),
                                  eval_videos=len(val.video_ids), scores=board.scores,
-                                 final_loss={m: h[-1].total for m, h in histories.items()})
+                                 final_loss={m: h[-1].total for m, h in histories.items()},
+                                 probes=probes)
+    atomic_write_json(paths.metrics("probe"), probes)
     atomic_write_json(paths.metrics("localize"), board.scores)
     return result
+
+
+def _probes(ann: Annotations, feats: FeatureSet, video_ids: list[str], *,
+            seed: int) -> dict[str, dict[str, float]]:
+    """Linear probes on the scored videos' clips (those whose clip times are known)."""
+    x, labels = {}, {}
+    for vid in video_ids:
+        timing = feats[vid].timing
+        if timing is None:
+            continue
+        segments = [(s.t_start, s.t_end) for s in ann.videos[vid].segments]
+        labels[vid] = targets(coverage(timing.t_start, timing.t_end, segments))
+        x[vid] = feats[vid].features
+    if len(x) < 2:
+        log.warning("linear probes skipped: %d of %d scored videos have clip times",
+                    len(x), len(video_ids))
+        return {}
+    return {t: p.to_dict() for t, p in run_probes(x, labels, seed=seed).items()}
 
 
 class _Inputs(NamedTuple):
@@ -252,8 +287,9 @@ class _Scoreboard:
         # Detections of a class with no validation ground truth are left out: mAP averages
         # over the classes the subset has, so they could not count, and the official
         # evaluation (like tspipe's) refuses a label it has no ground truth of.
-        gt_classes = {a["label"] for e in self.gt["database"].values()
-                      for a in e["annotations"]}
+        # Blocked videos' ground truth does not count: a class only they hold has none.
+        gt_classes = {a["label"] for vid, e in self.gt["database"].items()
+                      if vid not in self.blocked for a in e["annotations"]}
         doc = results_json(by_video)
         atomic_write_json(folder / "proposals.json", doc, indent=None)
         result = evaluate_proposals(self.gt, doc, tiou=self.tiou, blocked=self.blocked)
@@ -263,6 +299,9 @@ class _Scoreboard:
         atomic_write_json(folder / "detections.json", dets, indent=None)
         self.detections[method] = evaluate_detection(self.gt, dets, tiou=self.tiou,
                                                      blocked=self.blocked)
+        # Per video, for the comparison's bootstrap (tspipe.localize.bootstrap).
+        video_table(self.gt, doc, dets, tiou=self.tiou, blocked=self.blocked).save(
+            folder / PER_VIDEO)
         self.scores[method] = {**result.metrics(), **self.detections[method].metrics()}
         self.proposals[method] = result
 
@@ -310,7 +349,7 @@ STAGE = Stage(
     inputs=lambda params, paths: [paths.features_current, paths.annotations,
                                   *(paths.resolve(f) for f in (params.localize.class_scores,
                                                                params.localize.blocked) if f)],
-    outputs=lambda params, paths: [paths.metrics("localize"),
+    outputs=lambda params, paths: [paths.metrics("localize"), paths.metrics("probe"),
                                    *(paths.plot("evaluate", n)
                                      for n in ("ar_an", "map_tiou", "losses"))],
     code=("tspipe.stages.evaluate", "tspipe.localize"),
