@@ -178,3 +178,35 @@ def test_jitter_narrows_the_starts_to_the_centre_of_each_segment():
     assert train_plan(seg, 5, 0, 0, 1.0) == train_plan(seg, 5, 0, 0)
     with pytest.raises(ValueError, match="jitter"):
         train_plan(seg, 5, 0, 0, 1.5)
+
+
+def test_the_shuffled_region_control_permutes_the_training_labels_only(tmp_path):
+    from tspipe.config_sections import PretrainConfig
+    from tspipe.data.clips import write_table
+    from tspipe.pretrain.samples import select_splits
+
+    rows = [(v, 2.0 * k, 2.0 * k + 2, (k % 3) if k % 2 else -1, subset)
+            for v, subset in (("a", "training"), ("b", "training"), ("d", "validation"))
+            for k in range(10)]
+    cols = list(zip(*rows, strict=True))
+    n = len(rows)
+    t = pa.table({
+        "video_id": cols[0], "t_start": cols[1], "t_end": cols[2],
+        "action_label": [None if a < 0 else f"c{a}" for a in cols[3]],
+        "action_index": pa.array(cols[3], pa.int32()),
+        "region_label": ["No action" if a < 0 else "Action" for a in cols[3]],
+        "region_index": pa.array([1 if a < 0 else 0 for a in cols[3]], pa.int8()),
+        "video_duration": [20.0] * n, "fps": [30.0] * n, "video_frames": [600] * n,
+        "filename": [f"{v}.mp4" for v in cols[0]], "subset": cols[4],
+    }, schema=GROUNDTRUTH_SCHEMA)
+    path = write_table(t, tmp_path / "gt.parquet")
+    given = select_splits(PretrainConfig(), SAMPLER, path, VIDEOS)
+    broken = select_splits(PretrainConfig(region_labels="shuffled"), SAMPLER, path, VIDEOS)
+    again = select_splits(PretrainConfig(region_labels="shuffled"), SAMPLER, path, VIDEOS)
+    # The same segments and actions; region labels permuted (same counts), seeded.
+    assert (broken.train.action == given.train.action).all()
+    assert sorted(broken.train.region) == sorted(given.train.region)
+    assert (broken.train.region != given.train.region).any()
+    assert (broken.train.region == again.train.region).all()
+    # Validation keeps the true labels: the control is scored honestly.
+    assert (broken.valid.region == given.valid.region).all()
