@@ -68,6 +68,23 @@ def test_synth_cli_is_deterministic_and_decodable(tmp_path):
         assert frames == round(entry["duration"] * 10), vid
 
 
+def test_synth_cli_hard_takes_the_presets_benchmark_and_the_options_given(tmp_path):
+    args = ["--difficulty", "hard", "--videos", "3", "--min-duration", "12",
+            "--max-duration", "14", "--width", "64", "--height", "48", "--fps", "10"]
+    res = runner.invoke(app, ["synth", str(tmp_path / "h"), *args])
+    assert res.exit_code == 0, res.output
+    assert "3 videos (0 reused)" in res.output and "6 classes" in res.output
+    ann = json.loads((tmp_path / "h" / "synthactions.json").read_text())["database"]
+    assert all(12 <= e["duration"] <= 14 for e in ann.values())
+    # The preset's validation share and its short instances (0.5 s and up).
+    assert sum(e["subset"] == "validation" for e in ann.values()) == 2
+    normal = runner.invoke(app, ["synth", str(tmp_path / "n"), *args[2:]])
+    assert normal.exit_code == 0 and "4 classes" in normal.output
+    assert _sha(tmp_path / "h") != _sha(tmp_path / "n")
+    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--difficulty", "harder"])
+    assert bad.exit_code != 0 and "difficulty" in str(bad.exception)
+
+
 def test_synth_cli_refuses_bad_values_with_the_field(tmp_path):
     res = runner.invoke(app, ["synth", str(tmp_path), "--classes", "40"])
     assert res.exit_code != 0

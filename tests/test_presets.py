@@ -15,7 +15,8 @@ from tspipe.config import load_params
 from tspipe.doors.cli import main
 from tspipe.doors.cli_init import preset_text, presets
 
-PRESETS = ["activitynet-tsp", "activitynet-tac", "thumos14-tsp", "thumos14-i3d", "demo"]
+PRESETS = ["activitynet-tsp", "activitynet-tac", "thumos14-tsp", "thumos14-i3d", "demo",
+           "synth-hard"]
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -115,6 +116,24 @@ def test_paper_presets_set_the_reference_recipes():
     i3d = yaml.safe_load(preset_text("thumos14-i3d"))
     assert (i3d["extract"]["encoder"], i3d["extract"]["flow_encoder"]) == ("i3d", "i3d_flow")
     assert i3d["flow"]["method"] == "tvl1" and i3d["pretrain"]["enabled"] is False
+
+
+def test_synth_hard_preset_compares_with_power():
+    from tspipe.config import parse_params
+    from tspipe.data.synth import plan_videos
+
+    params = parse_params(yaml.safe_load(preset_text("synth-hard")), env={})
+    assert params.synth.difficulty == "hard" and params.base.enabled
+    videos = plan_videos(params.synth)
+    assert sum(v.subset == "validation" for v in videos) >= 48
+    lengths = [s.stop - s.start for v in videos for s in v.spans]
+    assert min(lengths) <= params.synth.fps and max(lengths) >= 10 * params.synth.fps
+    assert params.compare.seeds == [0, 1, 2]
+    runs = params.compare.runs()
+    assert len(runs) == 9 and runs["tsp-shuffled-seed2"] == ("tsp-shuffled", 2)
+    control = params.for_variant("tsp-shuffled-seed2").pretrain
+    assert (control.mode, control.region_labels, control.seed) == ("tsp", "shuffled", 2)
+    assert params.for_variant("tsp").pretrain.region_labels == "given"
 
 
 def test_init_writes_only_params_yaml_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):

@@ -77,10 +77,14 @@ class SynthConfig(Section):
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
     min_instances: PosInt = 2
     max_instances: PosInt = 4
-    min_action: Annotated[float, Field(ge=1)] = 3.0
-    max_action: Annotated[float, Field(ge=1)] = 12.0
+    min_action: Annotated[float, Field(ge=0.5)] = 3.0
+    max_action: Annotated[float, Field(ge=0.5)] = 12.0
     min_gap: Annotated[float, Field(ge=0.5)] = 2.0
     crf: Annotated[int, Field(ge=0, le=51)] = 23
+    # hard: backgrounds that move like the actions (mimics performing the action patterns,
+    # camera pans, distractors coming and going) and slow ramps in and out of each action
+    # (tspipe.data.synth_render); the corpus stays normal. What TSP's benchmark needs.
+    difficulty: Literal["normal", "hard"] = "normal"
     # The trimmed-clip corpus the base stage learns motion from (Kinetics' role; see
     # tspipe.data.synth_corpus): files of corpus_clips clips, each a fresh scene. 0: none.
     corpus_videos: Annotated[int, Field(ge=0)] = 48

@@ -249,3 +249,38 @@ def test_default_benchmark_is_reproducible(tmp_path):
     db = load_db(tmp_path / "a")["database"]
     assert {v["annotations"][0]["label"] for v in db.values()} == set(results[0].classes)
     assert all(20 <= v["duration"] <= 90 for v in db.values())
+
+
+def test_hard_mimics_perform_between_the_actions_only():
+    from tspipe.data.synth_render import _gaps
+
+    assert _gaps((Span(10, 20), Span(15, 30), Span(40, 50)), 60) == [(0, 10), (30, 40),
+                                                                       (50, 60)]
+    assert _gaps((Span(0, 60),), 60) == []
+    # A hard video differs from the normal one only where the extras are: the actor's
+    # frames within its actions still show the action (the scene around it moves more).
+    spans = (Span(20, 50),)
+    spec = dict(frames=80, fps=12, width=64, height=48, pattern="spin", spans=spans,
+                patterns=PATTERNS[:4])
+    hard = render_video(RenderSpec(**spec, difficulty="hard"), np.random.default_rng(4))
+    again = render_video(RenderSpec(**spec, difficulty="hard"), np.random.default_rng(4))
+    normal = render_video(RenderSpec(**spec), np.random.default_rng(4))
+    assert np.array_equal(hard, again) and not np.array_equal(hard, normal)
+
+
+def test_hard_videos_are_deterministic_and_keyed_apart(tmp_path):
+    cfg = SMALL.model_copy(update={"videos": 2, "validation_fraction": 0.5,
+                                   "difficulty": "hard", "min_action": 0.5})
+    a, b = (generate(cfg, tmp_path / n) for n in ("a", "b"))
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b") and a.sha256 == b.sha256
+    # The same plan as normal videos (spans, lengths), other pictures.
+    normal = generate(cfg.model_copy(update={"difficulty": "normal"}), tmp_path / "n")
+    assert load_db(tmp_path / "a")["database"].keys() == load_db(tmp_path / "n")["database"] \
+        .keys()
+    assert tree_hashes(tmp_path / "a")["videos/synth_000.mp4"] != \
+        tree_hashes(tmp_path / "n")["videos/synth_000.mp4"]
+    assert normal.reused == 0
+    # Switching difficulty in place regenerates (the manifest's config hash differs).
+    again = generate(cfg.model_copy(update={"difficulty": "normal"}), tmp_path / "a")
+    assert again.reused == 0
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "n")

@@ -255,7 +255,8 @@ def _place_spans(rng: np.random.Generator, frames: int, cfg: SynthConfig) -> tup
 def _encode_video(video: SynthVideo, cfg: SynthConfig, dest: Path) -> None:
     seed = np.random.SeedSequence(cfg.seed, spawn_key=(video.index, _RENDER_STREAM))
     spec = RenderSpec(frames=video.frames, fps=video.fps, width=video.width,
-                      height=video.height, pattern=video.label, spans=video.spans)
+                      height=video.height, pattern=video.label, spans=video.spans,
+                      difficulty=cfg.difficulty, patterns=PATTERNS[:cfg.classes])
     with atomic_path(dest) as tmp:
         written = encode_frames(render_frames(spec, np.random.default_rng(seed)), tmp, video.fps,
                           video.width, video.height, cfg.crf)
@@ -270,4 +271,6 @@ def _video_path(out_dir: Path, video_id: str) -> Path:
 
 def _config_hash(cfg: SynthConfig) -> str:
     fields = {name: getattr(cfg, name) for name in _RENDER_FIELDS}
+    if cfg.difficulty != "normal":  # absent for normal videos: their hash, so their files, stay
+        fields["difficulty"] = cfg.difficulty
     return sha256_json({"generator": GENERATOR_VERSION, "config": fields})

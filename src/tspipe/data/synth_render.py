@@ -45,6 +45,9 @@ _PERIOD_S = {
 _REF_HEIGHT = 96.0  # sizes and speeds below were tuned at 128x96 and scale with the height
 _MAX_JITTER = 3.0  # camera offset bound (px at the reference height); the canvas margin
 _WRAP_EDGE = 0.12  # share of a cycle over which rise/fall/grow/shrink fade out and back in
+_PAN = 10.0  # hard: camera pan amplitude (px at the reference height), on top of the jitter
+_PAN_HZ = 0.08  # hard: the pans' highest frequency
+_HARD_EASE_S = (0.6, 1.2)  # hard: an action's ramp in and out, seconds (normal: 0.2-0.4)
 
 
 class Span(NamedTuple):
@@ -67,6 +70,10 @@ class RenderSpec:
     # How many distractors wander about: drawn in [lo, hi). The benchmark's (2, 5); the
     # base stage's corpus may ask for fewer (see tspipe.data.synth_corpus).
     distractors: tuple[int, int] = (2, 5)
+    # "hard": background that moves like the actions (see _hard_extras), slow ramps in and
+    # out of each action; ``patterns`` are the ones the mimics draw from (the dataset's).
+    difficulty: str = "normal"
+    patterns: tuple[str, ...] = ()
 
 
 @dataclass
@@ -123,7 +130,9 @@ def render_video(spec: RenderSpec, rng: np.random.Generator) -> np.ndarray:
 def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
     h, w, t_len, fps = spec.height, spec.width, spec.frames, spec.fps
     unit = h / _REF_HEIGHT
-    margin = math.ceil(_MAX_JITTER * unit) + 1
+    hard = spec.difficulty == "hard"
+    pan = _PAN * unit if hard else 0.0
+    margin = math.ceil(_MAX_JITTER * unit + pan) + 1
     # The actions draw from their own stream: the same video without its actions (spans=())
     # shows the identical scene, so an action's pixels can be isolated by difference.
     # (A drawn seed, not Generator.spawn: spawning mutates the caller's SeedSequence.)
@@ -136,7 +145,7 @@ def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
     track = _idle_track(rng, t_len, fps, x0=margin + rng.uniform(0.35, 0.65) * w,
                         y0=margin + rng.uniform(0.45, 0.55) * h, h=h)
     style = _Style(speed=action_rng.uniform(0.75, 1.35), amp=action_rng.uniform(0.8, 1.2),
-                   ease_s=action_rng.uniform(0.2, 0.4))
+                   ease_s=action_rng.uniform(*(_HARD_EASE_S if hard else (0.2, 0.4))))
     for span in spec.spans:
         _apply_pattern(track, spec.pattern, span, fps, h, style, action_rng)
 
@@ -153,8 +162,74 @@ def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
     offset_x = margin + np.rint(jitter * _smooth_noise(rng, t_len, fps, 1.5)).astype(np.intp)
     offset_y = margin + np.rint(jitter * _smooth_noise(rng, t_len, fps, 1.5)).astype(np.intp)
     gain = 1 + rng.uniform(0, 0.05) * _smooth_noise(rng, t_len, fps, 0.1)
+    if hard:  # drawn after everything the normal videos draw: those keep their bytes
+        offset_x += np.rint(pan * _smooth_noise(rng, t_len, fps, _PAN_HZ)).astype(np.intp)
+        offset_y += np.rint(pan * _smooth_noise(rng, t_len, fps, _PAN_HZ)).astype(np.intp)
+        behind += _hard_extras(rng, spec, shapes, margin, [t for _, t in [*behind, *front]])
     return _Scene(background, [*behind, (actor, track), *front], offset_x, offset_y,
                   gain.astype(np.float32))
+
+
+def _hard_extras(rng: np.random.Generator, spec: RenderSpec, shapes: list[str], margin: int,
+                 distractors: list[_Track]) -> list[tuple[Sprite, _Track]]:
+    """SynthActions hard: the distractors come and go (fading in and out), and two or three
+    mimics, distractor-looking sprites, perform the dataset's action patterns (the video's
+    own among them) in bursts while the actor idles, at their own places, sizes and speeds. Motion
+    alone no longer tells action from background: the actor doing it does."""
+    h, w, t_len, fps = spec.height, spec.width, spec.frames, spec.fps
+    unit = h / _REF_HEIGHT
+    for track in distractors:
+        track.opacity = _presence(rng, t_len, fps)
+    patterns = spec.patterns or PATTERNS[:4]
+    mimics = []
+    for k in range(int(rng.integers(2, 4))):
+        d = rng.uniform(0.16, 0.26) * h
+        sprite = Sprite(*distractor_look(rng, shapes[5 + k], sprite_px(d)), d)
+        walk = _wander_track(rng, t_len, fps, w, h, margin, speed=rng.uniform(2, 6) * unit)
+        walk.sx, walk.sy = walk.sx.copy(), walk.sy.copy()  # patterns scale them apart
+        walk.opacity = np.ones(t_len)
+        style = _Style(speed=rng.uniform(0.6, 1.5), amp=rng.uniform(0.6, 1.3),
+                       ease_s=rng.uniform(*_HARD_EASE_S))
+        # Bursts in the background between the actor's actions (where motion would
+        # otherwise give the action away), taking turns with the other mimics.
+        for lo, hi in _gaps(spec.spans, t_len):
+            cursor = lo + int(rng.uniform(0, 1.5) * fps)
+            while True:
+                length = int(rng.uniform(0.5, 4.0) * fps)
+                if cursor + length > hi:
+                    break
+                _apply_pattern(walk, str(rng.choice(patterns)), Span(cursor, cursor + length),
+                               fps, h, style, rng)
+                cursor += length + int(rng.uniform(0.5, 3.0) * fps)
+        mimics.append((sprite, walk))
+    return mimics
+
+
+def _gaps(spans: tuple[Span, ...], t_len: int) -> list[tuple[int, int]]:
+    """The frame ranges between (and around) the spans."""
+    out, cursor = [], 0
+    for span in sorted(spans):
+        if span.start > cursor:
+            out.append((cursor, span.start))
+        cursor = max(cursor, span.stop)
+    if cursor < t_len:
+        out.append((cursor, t_len))
+    return out
+
+
+def _presence(rng: np.random.Generator, t_len: int, fps: int) -> np.ndarray:
+    """(T,) opacity of a sprite that enters and leaves: visible 2-8 s, gone 1-4 s, in
+    turn, with 0.4 s fades."""
+    on = np.zeros(t_len)
+    cursor, visible = 0, bool(rng.random() < 0.7)
+    while cursor < t_len:
+        length = int(rng.uniform(*((2, 8) if visible else (1, 4))) * fps)
+        on[cursor:cursor + length] = float(visible)
+        cursor, visible = cursor + length, not visible
+    ramp = max(1, int(0.4 * fps))
+    kernel = np.ones(ramp) / ramp
+    return np.convolve(np.pad(on, (ramp // 2, ramp - 1 - ramp // 2), mode="edge"), kernel,
+                       mode="valid")
 
 
 def _idle_track(rng: np.random.Generator, t_len: int, fps: int, x0: float, y0: float,

@@ -199,6 +199,7 @@ def _hide_password(url: str) -> str:
 
 @app.command()
 def synth(
+    ctx: typer.Context,
     out_dir: Annotated[Path, typer.Argument(help="Folder for videos/ and synthactions.json.")],
     videos: Annotated[int, typer.Option(help="Number of videos.")] = 12,
     classes: Annotated[int, typer.Option(help="Number of action classes (2-12).")] = 4,
@@ -211,16 +212,32 @@ def synth(
     corpus_videos: Annotated[int, typer.Option(
         help="Also make the base stage's trimmed-clip corpus (corpus/): this many files of "
              "32 clips of 2.4 s, each a fresh scene; 0: the benchmark only.")] = 0,
+    difficulty: Annotated[str, typer.Option(
+        help="normal (the demo's videos) or hard: the synth-hard preset's benchmark (mimics "
+             "performing the actions while the actor idles, camera pans, slow ramps, "
+             "instances of 0.5 s to most of a video, 80 videos); the options given here "
+             "override it.")] = "normal",
 ) -> None:
     """Generate SynthActions: real H.264 untrimmed videos with ActivityNet annotations."""
+    import yaml
+
     from tspipe.config import ConfigError, SynthConfig
     from tspipe.data.synth import generate
+    from tspipe.doors.cli_init import preset_text
     from tspipe.reporting import RichReporter
 
+    given = dict(videos=videos, classes=classes, seed=seed, min_duration=min_duration,
+                 max_duration=max_duration, fps=fps, width=width, height=height,
+                 corpus_videos=corpus_videos)
     try:
-        cfg = SynthConfig(videos=videos, classes=classes, seed=seed, min_duration=min_duration,
-                          max_duration=max_duration, fps=fps, width=width, height=height,
-                          corpus_videos=corpus_videos)
+        if difficulty == "hard":
+            base = yaml.safe_load(preset_text("synth-hard"))["synth"]
+            base.update({k: v for k, v in given.items()
+                         if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"})
+            base.update(enabled=True, corpus_videos=corpus_videos)
+            cfg = SynthConfig(**base)
+        else:
+            cfg = SynthConfig(**given, difficulty=difficulty)
     except ValueError as exc:
         raise ConfigError(f"tspipe synth: {exc}") from None
     with RichReporter() as reporter:
