@@ -118,9 +118,16 @@ def test_paper_presets_set_the_reference_recipes():
     assert i3d["flow"]["method"] == "tvl1" and i3d["pretrain"]["enabled"] is False
 
 
-def test_synth_hard_preset_compares_with_power():
+def test_synth_hard_preset_compares_with_power(tmp_path, monkeypatch, capsys):
     from tspipe.config import parse_params
     from tspipe.data.synth import plan_videos
+
+    code, out, _ = cli(monkeypatch, capsys, "init", str(tmp_path / "h"), "--preset",
+                       "synth-hard")
+    assert code == 0 and "nothing to supply" in out
+    code, out, _ = cli(monkeypatch, capsys, "init", str(tmp_path / "a"), "--preset",
+                       "activitynet-tsp")
+    assert code == 0 and "supply the files it marks SUPPLY" in out
 
     params = parse_params(yaml.safe_load(preset_text("synth-hard")), env={})
     assert params.synth.difficulty == "hard" and params.base.enabled

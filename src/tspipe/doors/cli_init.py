@@ -55,5 +55,7 @@ def init_command(
         raise ConfigError(f"{directory}: not a folder")
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, text.encode("utf-8"))
-    typer.echo(f"wrote {target} (preset {preset}); supply the files it marks SUPPLY, then: "
+    todo = "supply the files it marks SUPPLY, then" if "SUPPLY" in text else \
+        "nothing to supply (its stages make every file); check the plan with"
+    typer.echo(f"wrote {target} (preset {preset}); {todo}: "
                f"tspipe run --dry-run --root {directory}")
