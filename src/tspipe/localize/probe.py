@@ -9,10 +9,10 @@ ground-truth instances cover (their union):
   every other clip.
 
 A logistic regression (standardized features, L2, class-balanced loss, L-BFGS) is trained
-on half of the videos and scored on the other half, then the halves swap; the score is the
-balanced accuracy (the mean of the two classes' recalls: 0.5 is chance whatever the class
-shares), averaged over the two folds. Videos, not clips, are split: neighbouring clips of
-one video are near copies, and a probe must not be scored on them.
+on half of the videos (a seeded draw) and scored on the other half, then the halves swap;
+the score is the balanced accuracy (the mean of the two classes' recalls: 0.5 is chance
+whatever the class shares), averaged over the two folds. Videos, not clips, are split:
+neighbouring clips of one video are near copies, and a probe must not be scored on them.
 """
 
 from __future__ import annotations
@@ -68,7 +68,11 @@ def run_probes(features: Mapping[str, np.ndarray], labels: Mapping[str, dict[str
     videos = sorted(features)
     if len(videos) < 2:
         raise ValueError(f"linear probes need 2 videos or more, got {len(videos)}")
-    folds = [videos[0::2], videos[1::2]]
+    # A seeded shuffle, not alternate ids: ids often follow a pattern (SynthActions' classes
+    # cycle with the index), and folds must not split the classes apart.
+    order = np.random.default_rng([seed, len(videos)]).permutation(len(videos))
+    shuffled = [videos[i] for i in order]
+    folds = [shuffled[0::2], shuffled[1::2]]
     out = {}
     for task in TASKS:
         scores, n, pos = [], 0, 0
