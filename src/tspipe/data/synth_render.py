@@ -47,7 +47,7 @@ _MAX_JITTER = 3.0  # camera offset bound (px at the reference height); the canva
 _WRAP_EDGE = 0.12  # share of a cycle over which rise/fall/grow/shrink fade out and back in
 _PAN = 10.0  # hard: camera pan amplitude (px at the reference height), on top of the jitter
 _PAN_HZ = 0.08  # hard: the pans' highest frequency
-_HARD_EASE_S = (0.6, 1.2)  # hard: an action's ramp in and out, seconds (normal: 0.2-0.4)
+_HARD_EASE_S = (0.3, 0.6)  # hard: an action's ramp in and out, seconds (normal: 0.2-0.4)
 
 
 class Span(NamedTuple):
@@ -172,7 +172,7 @@ def _build_scene(spec: RenderSpec, rng: np.random.Generator) -> _Scene:
 
 def _hard_extras(rng: np.random.Generator, spec: RenderSpec, shapes: list[str], margin: int,
                  distractors: list[_Track]) -> list[tuple[Sprite, _Track]]:
-    """SynthActions hard: the distractors come and go (fading in and out), and two or three
+    """SynthActions hard: the distractors come and go (fading in and out), and one or two
     mimics, distractor-looking sprites, perform the dataset's action patterns (the video's
     own among them) in bursts while the actor idles, at their own places, sizes and speeds. Motion
     alone no longer tells action from background: the actor doing it does."""
@@ -182,14 +182,16 @@ def _hard_extras(rng: np.random.Generator, spec: RenderSpec, shapes: list[str], 
         track.opacity = _presence(rng, t_len, fps)
     patterns = spec.patterns or PATTERNS[:4]
     mimics = []
-    for k in range(int(rng.integers(2, 4))):
-        d = rng.uniform(0.16, 0.26) * h
+    for k in range(int(rng.integers(1, 3))):
+        d = rng.uniform(0.1, 0.18) * h
         sprite = Sprite(*distractor_look(rng, shapes[5 + k], sprite_px(d)), d)
         walk = _wander_track(rng, t_len, fps, w, h, margin, speed=rng.uniform(2, 6) * unit)
         walk.sx, walk.sy = walk.sx.copy(), walk.sy.copy()  # patterns scale them apart
         walk.opacity = np.ones(t_len)
+        # Smaller than the actor's: amplitudes go with the frame height they are given.
         style = _Style(speed=rng.uniform(0.6, 1.5), amp=rng.uniform(0.6, 1.3),
                        ease_s=rng.uniform(*_HARD_EASE_S))
+        scale = rng.uniform(0.5, 0.8)
         # Bursts in the background between the actor's actions (where motion would
         # otherwise give the action away), taking turns with the other mimics.
         for lo, hi in _gaps(spec.spans, t_len):
@@ -199,7 +201,7 @@ def _hard_extras(rng: np.random.Generator, spec: RenderSpec, shapes: list[str], 
                 if cursor + length > hi:
                     break
                 _apply_pattern(walk, str(rng.choice(patterns)), Span(cursor, cursor + length),
-                               fps, h, style, rng)
+                               fps, round(h * scale), style, rng)
                 cursor += length + int(rng.uniform(0.5, 3.0) * fps)
         mimics.append((sprite, walk))
     return mimics
