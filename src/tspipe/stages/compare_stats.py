@@ -80,7 +80,7 @@ def _cell(stat: Mapping[str, float] | None, scale: float) -> str:
 
 def seeds_markdown(stats: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> str:
     head = ["variant", "method", *LABELS.values(), *(label for _, label in PROBES)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(head).replace("@", "\\@") + " |", "|" + "---|" * len(head)]
     for variant, methods in stats.items():
         probe = methods.get("probe", {})
         for method, vals in methods.items():
