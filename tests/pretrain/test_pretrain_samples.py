@@ -38,9 +38,9 @@ ROWS = [
 VIDEOS = {v: Path(f"/videos/{v}.mp4") for v in "abd"}
 
 
-def table() -> pa.Table:
-    cols = list(zip(*ROWS, strict=True))
-    n = len(ROWS)
+def table(rows: list[tuple] = ROWS) -> pa.Table:
+    cols = list(zip(*rows, strict=True))
+    n = len(rows)
     return pa.table({
         "video_id": cols[0], "t_start": cols[1], "t_end": cols[2],
         "action_label": [None if a < 0 else f"c{a}" for a in cols[3]],
@@ -188,18 +188,7 @@ def test_the_shuffled_region_control_permutes_the_training_labels_only(tmp_path)
     rows = [(v, 2.0 * k, 2.0 * k + 2, (k % 3) if k % 2 else -1, subset)
             for v, subset in (("a", "training"), ("b", "training"), ("d", "validation"))
             for k in range(10)]
-    cols = list(zip(*rows, strict=True))
-    n = len(rows)
-    t = pa.table({
-        "video_id": cols[0], "t_start": cols[1], "t_end": cols[2],
-        "action_label": [None if a < 0 else f"c{a}" for a in cols[3]],
-        "action_index": pa.array(cols[3], pa.int32()),
-        "region_label": ["No action" if a < 0 else "Action" for a in cols[3]],
-        "region_index": pa.array([1 if a < 0 else 0 for a in cols[3]], pa.int8()),
-        "video_duration": [20.0] * n, "fps": [30.0] * n, "video_frames": [600] * n,
-        "filename": [f"{v}.mp4" for v in cols[0]], "subset": cols[4],
-    }, schema=GROUNDTRUTH_SCHEMA)
-    path = write_table(t, tmp_path / "gt.parquet")
+    path = write_table(table(rows), tmp_path / "gt.parquet")
     given = select_splits(PretrainConfig(), SAMPLER, path, VIDEOS)
     broken = select_splits(PretrainConfig(region_labels="shuffled"), SAMPLER, path, VIDEOS)
     again = select_splits(PretrainConfig(region_labels="shuffled"), SAMPLER, path, VIDEOS)
