@@ -34,6 +34,15 @@ def test_python_dash_m_runs_the_cli():
     assert out.split()[0] == "synth" and "ingest" in out and "[dataset]" in out
 
 
+def test_the_command_line_loads_without_torch():
+    # `tspipe --help`, `--version`, `init`, `catalog ...` answer in about a second: torch
+    # (seconds to import on 2 cores) loads only with a command that runs a model.
+    code = "import sys, tspipe.doors.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_the_program_exits_with_its_status_and_all_its_output(tmp_path):
     """The program skips the interpreter's teardown (os._exit): what it printed still
     reaches a pipe whole, and the exit status is the command's."""

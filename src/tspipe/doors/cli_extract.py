@@ -15,7 +15,6 @@ import typer
 
 from tspipe.config import ENCODER_BATCH_SIZE
 from tspipe.errors import TspipeError
-from tspipe.extract.files import run_extract
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,8 @@ def extract_command(
     = "auto",
 ) -> None:
     """Extract clip features of videos into one HDF5 file (resumes if interrupted)."""
+    from tspipe.extract.files import run_extract  # torch: only when this command runs
+
     try:
         result = run_extract(videos, out=out, encoder=encoder, checkpoint=checkpoint,
                              mode=mode, clip_len=clip_len, frame_rate=frame_rate,
