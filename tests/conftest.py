@@ -86,3 +86,47 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- the reliability suite's table (tests/reliability: its `ledger` fixture records rows) ---
+# Here, not in tests/reliability/conftest.py: under pytest-xdist the controller, which
+# prints the summary, loads only this file; each worker sends its rows at its end.
+_LEDGER_CATEGORIES = ("kill", "bad_input", "full_disk", "concurrent")
+
+
+def pytest_configure(config) -> None:
+    config.tspipe_ledger = []  # (category, kind, handled) of every case a test survived
+    config.tspipe_ledger_categories = _LEDGER_CATEGORIES
+
+
+def pytest_sessionfinish(session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)  # an xdist worker
+    if workeroutput is not None:
+        workeroutput["tspipe_ledger"] = [list(row) for row in session.config.tspipe_ledger]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # xdist's controller: a worker finished
+    rows = getattr(node, "workeroutput", {}).get("tspipe_ledger", [])
+    node.config.tspipe_ledger.extend(tuple(row) for row in rows)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    from collections import Counter
+
+    rows = config.tspipe_ledger
+    if not rows:
+        return
+    tr = terminalreporter
+    full = os.environ.get("TSPIPE_RELIABILITY", "").lower() == "full"
+    tr.section("tspipe reliability" + (" (full)" if full else " (sized down)"))
+    by_cat: dict[str, Counter] = {c: Counter() for c in _LEDGER_CATEGORIES}
+    kinds: dict[str, set[str]] = {c: set() for c in _LEDGER_CATEGORIES}
+    for cat, kind, ok in rows:
+        by_cat[cat]["ok" if ok else "lost"] += 1
+        kinds[cat].add(kind)
+    tr.write_line(f"{'what':<12} {'kinds':>6} {'cases':>6} {'handled':>8} {'lost':>5}")
+    for cat in _LEDGER_CATEGORIES:
+        c = by_cat[cat]
+        tr.write_line(f"{cat:<12} {len(kinds[cat]):>6} {c['ok'] + c['lost']:>6} "
+                      f"{c['ok']:>8} {c['lost']:>5}")

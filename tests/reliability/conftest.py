@@ -8,7 +8,6 @@ wide version (more kill points and seeds); CI runs the sized-down one.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,22 +15,23 @@ import pytest
 from kill_helpers import SECTIONS, STAGES, fingerprint, startup_s, timed_chain
 from reliability_helpers import FULL, write_params
 
-_LEDGER: list[tuple[str, str, bool]] = []
-
 
 class Ledger:
-    """What a test survived: ``record(category, kind)`` once the outcome is asserted."""
+    """What a test survived: ``record(category, kind)`` once the outcome is asserted.
+    The rows go to ``config.tspipe_ledger`` (tests/conftest.py prints the table, and
+    gathers the rows of pytest-xdist's workers)."""
 
-    categories = ("kill", "bad_input", "full_disk", "concurrent")
+    def __init__(self, config: pytest.Config) -> None:
+        self._rows, self._categories = config.tspipe_ledger, config.tspipe_ledger_categories
 
     def record(self, category: str, kind: str, ok: bool = True) -> None:
-        assert category in self.categories, category
-        _LEDGER.append((category, kind, ok))
+        assert category in self._categories, category
+        self._rows.append((category, kind, ok))
 
 
 @pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
+def ledger(request) -> Ledger:
+    return Ledger(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -55,20 +55,3 @@ def reference(tmp_path_factory) -> Reference:
     write_params(root, **SECTIONS)
     times = timed_chain(root, STAGES)
     return Reference(root, fingerprint(root), times, startup_s(root))
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not _LEDGER:
-        return
-    tr = terminalreporter
-    tr.section("tspipe reliability" + (" (full)" if FULL else " (sized down)"))
-    by_cat: dict[str, Counter] = {c: Counter() for c in Ledger.categories}
-    kinds: dict[str, set[str]] = {c: set() for c in Ledger.categories}
-    for cat, kind, ok in _LEDGER:
-        by_cat[cat]["ok" if ok else "lost"] += 1
-        kinds[cat].add(kind)
-    tr.write_line(f"{'what':<12} {'kinds':>6} {'cases':>6} {'handled':>8} {'lost':>5}")
-    for cat in Ledger.categories:
-        c = by_cat[cat]
-        tr.write_line(f"{cat:<12} {len(kinds[cat]):>6} {c['ok'] + c['lost']:>6} "
-                      f"{c['ok']:>8} {c['lost']:>5}")
