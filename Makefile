@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; a test file's tests stay in one): 0 runs them in this one.
+TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export RAY_USAGE_STATS_ENABLED ?= 0
@@ -37,7 +39,7 @@ demo: $(STAMP)  ## SynthActions + the whole pipeline on the embedded defaults (C
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(STAMP)  ## the test suite (slow end-to-end cases included, sized down)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 reliability: $(STAMP)  ## the fault and bad-input suite at full size (more kill points and seeds); prints its table
 	TSPIPE_RELIABILITY=full PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
