@@ -312,7 +312,10 @@ def up(root: Path, ports: dict[str, int | None], prefect_file: Path | None,
         {**env, "PREFECT_API_DATABASE_CONNECTION_URL": stack.server.url(
             DATABASES["prefect"], driver="asyncpg", secret=secret),
          # The UI asks this address for its data (else :4200, whatever the port).
-         "PREFECT_UI_API_URL": stack.urls()["PREFECT_API_URL"]},
+         "PREFECT_UI_API_URL": stack.urls()["PREFECT_API_URL"],
+         # A new database connection may take over Prefect's default 5 s on a busy
+         # machine; at startup that fails the server ("Application startup failed").
+         "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30"},
         f"{stack.urls()['PREFECT_API_URL']}/health", say)
     mlflow_up(300)
     prefect_up(300)
