@@ -88,6 +88,24 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+
+# The longest files (seconds each under `make test`'s 2 processes: the stack's schedule
+# 140-330, the kills 200-300 with their reference run, dvc 200-270, the pipeline flow
+# 80-110) go first: each worker takes whole files in this order, and a long file started
+# last would leave one worker finishing the run alone.
+_LONGEST_FIRST = ("stack/test_stack_schedule.py", "reliability/test_kills.py",
+                  "doors/test_dvc.py", "doors/test_pipeline_flow.py")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def rank(item) -> int:
+        path = item.path.relative_to(REPO / "tests").as_posix() \
+            if item.path.is_relative_to(REPO / "tests") else ""
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 # --- the reliability suite's table (tests/reliability: its `ledger` fixture records rows) ---
 # Here, not in tests/reliability/conftest.py: under pytest-xdist the controller, which
 # prints the summary, loads only this file; each worker sends its rows at its end.
