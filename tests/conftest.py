@@ -88,10 +88,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-
-# The longest files (seconds each under `make test`'s 2 processes: the stack's schedule
-# 140-330, the kills 200-300 with their reference run, dvc 200-270, the pipeline flow
-# 80-110) go first: each worker takes whole files in this order, and a long file started
+# The longest files (their longest test under `make test`'s 2 processes, seconds: the
+# stack's schedule 139-330, kill in every stage 109-170, dvc agree 146-218, the pipeline
+# flow 83-110) go first: each worker takes whole files in this order, and a long file started
 # last would leave one worker finishing the run alone.
 _LONGEST_FIRST = ("stack/test_stack_schedule.py", "reliability/test_kills.py",
                   "doors/test_dvc.py", "doors/test_pipeline_flow.py")
